@@ -1,0 +1,64 @@
+"""Entry point of the ``policy-steer`` console script.
+
+Commands are registered lazily by name (``"envs list"`` is a two-word command) so that
+``policy-steer --help`` does not import torch. Each command module exposes ``Config`` (a dataclass)
+and ``run(cfg) -> int | None``. A :class:`~policy_steer.errors.PolicySteerError` becomes one line on
+stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+from policy_steer.config import parse_config
+from policy_steer.errors import PolicySteerError
+
+# command words -> (module, one-line help). Modules live in policy_steer.cli unless dotted.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "envs list": ("policy_steer.envs.cli", "list tasks, variants, observation and action shapes"),
+    "envs show": ("policy_steer.envs.cli", "render a picture (or a video) of a task variant"),
+    "record": ("policy_steer.envs.recording", "record scripted demonstrations as a LeRobotDataset"),
+}
+
+
+def _usage() -> str:
+    width = max(len(k) for k in COMMANDS)
+    lines = ["usage: policy-steer <command> [--config_path FILE] [--option value ...]", "", "commands:"]
+    lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += ["", "policy-steer <command> --help shows a command's options."]
+    return "\n".join(lines)
+
+
+def _resolve(argv: list[str]) -> tuple[str, list[str]]:
+    for n_words in (2, 1):
+        name = " ".join(argv[:n_words])
+        if len(argv) >= n_words and name in COMMANDS:
+            return name, argv[n_words:]
+    raise PolicySteerError(f"unknown command {' '.join(argv[:2])!r}; run 'policy-steer --help' for the list")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        name, rest = _resolve(argv)
+        module = importlib.import_module(COMMANDS[name][0])
+        config_cls, run = module.COMMANDS[name] if hasattr(module, "COMMANDS") else (module.Config, module.run)
+        cfg = parse_config(config_cls, rest, prog=f"policy-steer {name}")
+        code = run(cfg)
+        return int(code or 0)
+    except PolicySteerError as e:
+        print(f"policy-steer: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("policy-steer: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""Config loading: dataclasses parsed by draccus from the command line and from YAML/TOML files.
+
+Every command takes a dataclass config. ``--config_path file.yaml`` (or ``.toml``) loads it from a
+file; flags override the file. Comma lists (``--candidates 1,4,8``, ``--mode sync,vlash``) are
+accepted wherever a field is typed ``IntList``, ``FloatList`` or ``StrList``.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import tomllib
+from pathlib import Path
+from typing import Any, TypeVar
+
+import draccus
+import yaml
+
+from policy_steer.errors import ConfigError
+
+T = TypeVar("T")
+
+
+class _CommaList(list):
+    item: type = str
+
+    @classmethod
+    def decode(cls, raw: Any) -> "_CommaList":
+        if isinstance(raw, str):
+            raw = [p for p in raw.strip().strip("[]").split(",") if p.strip()]
+        elif not isinstance(raw, (list, tuple)):
+            raw = [raw]
+        try:
+            return cls(cls.item(p.strip() if isinstance(p, str) else p) for p in raw)
+        except ValueError as e:
+            raise ValueError(f"cannot read {raw!r} as a comma list of {cls.item.__name__}: {e}") from e
+
+
+class IntList(_CommaList):
+    item = int
+
+
+class FloatList(_CommaList):
+    item = float
+
+
+class StrList(_CommaList):
+    item = str
+
+
+for _cls in (IntList, FloatList, StrList):
+    draccus.decode.register(_cls, _cls.decode)
+    draccus.encode.register(_cls, list)
+
+
+def parse_config(cls: type[T], args: list[str], prog: str | None = None) -> T:
+    """Parse ``args`` into ``cls``; ``--config_path`` may name a YAML or TOML file."""
+    config_path = None
+    rest: list[str] = []
+    it = iter(args)
+    for a in it:
+        if a == "--config_path":
+            config_path = next(it, None)
+        elif a.startswith("--config_path="):
+            config_path = a.split("=", 1)[1]
+        else:
+            rest.append(a)
+    if config_path is not None and Path(config_path).suffix == ".toml":
+        # draccus reads YAML; TOML is converted to a temporary YAML mapping.
+        data = tomllib.loads(Path(config_path).read_text())
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+            yaml.safe_dump(data, f)
+            config_path = f.name
+    if config_path is not None and not Path(config_path).is_file():
+        raise ConfigError(f"config file not found: {config_path}")
+    try:
+        return draccus.parse(cls, config_path=config_path, args=rest, prog=prog)
+    except draccus.utils.DecodingError as e:
+        raise ConfigError(f"bad option: {e}") from e
+
+
+def load_config(cls: type[T], path: str | Path) -> T:
+    """Load ``cls`` from a YAML or TOML file (no command line)."""
+    return parse_config(cls, ["--config_path", str(path)])

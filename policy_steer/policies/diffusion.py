@@ -1,0 +1,105 @@
+"""Adapter for lerobot's DiffusionPolicy (conditional 1-D UNet + diffusers DDPM/DDIM scheduler).
+
+- ``prepare``: preprocessor (normalisation) -> observation history -> the policy's own
+  ``_prepare_global_conditioning`` (state, environment state, ResNet image features): [1, G].
+- ``denoise``: one UNet call, eps or sample as the config's ``prediction_type`` says.
+- ``features(ctx)``: the global conditioning vector [B, G].
+- ``denoise_with_features``: also returns the UNet bottleneck (output of the last mid block), averaged
+  over the time axis: [B, C_mid]. This is our equivalent of TACO's "first action token of the action
+  expert's last layer": an internal activation that depends on both the observation and the candidate.
+- chunks start at model row ``n_obs_steps - 1`` (lerobot's rows before that belong to past
+  observations), so ``spec.horizon = horizon - n_obs_steps + 1``.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import torch
+from torch import Tensor
+
+from policy_steer.policies.base import Context, DenoisingPolicy
+from policy_steer.policies.normalization import ActionNormalizer
+from policy_steer.policies.observation import spec_features_from_lerobot, to_policy_inputs
+from policy_steer.schedules import DiffusionSchedule
+from policy_steer.types import OBS_IMAGES, STEP, Observation, PolicySpec
+
+
+class DiffusionAdapter(DenoisingPolicy):
+    def __init__(self, policy, preprocessor, postprocessor, control_hz: float = 10.0, name: str = "diffusion") -> None:
+        policy.eval()
+        self.policy = policy
+        self.config = cfg = policy.config
+        self.preprocessor = preprocessor
+        self.postprocessor = postprocessor
+        self.normalizer = ActionNormalizer(postprocessor)
+        self.device = next(policy.parameters()).device
+        self.model = policy.diffusion
+        self.unet = self.model.unet
+        self.spec = PolicySpec(
+            name=name,
+            family="diffusion",
+            horizon=cfg.horizon - cfg.n_obs_steps + 1,
+            action_dim=int(cfg.action_feature.shape[0]),
+            n_action_steps=cfg.n_action_steps,
+            num_steps=int(self.model.num_inference_steps),
+            control_hz=float(control_hz),
+            observation=spec_features_from_lerobot(cfg.input_features),
+            n_obs_steps=cfg.n_obs_steps,
+        )
+        self.schedule = DiffusionSchedule(self.model.noise_scheduler, default_steps=self.model.num_inference_steps)
+        self._history: deque[tuple[int | None, dict[str, Tensor]]] = deque(maxlen=cfg.n_obs_steps)
+        self._bottleneck: Tensor | None = None
+        self.unet.mid_modules[-1].register_forward_hook(self._keep_bottleneck)
+
+    @property
+    def model_horizon(self) -> int:
+        return self.config.horizon
+
+    @property
+    def chunk_slice(self) -> slice:
+        start = self.config.n_obs_steps - 1
+        return slice(start, start + self.spec.horizon)
+
+    def reset(self) -> None:
+        self._history.clear()
+
+    def _keep_bottleneck(self, module, inputs, output) -> None:
+        self._bottleneck = output
+
+    @torch.no_grad()
+    def _normalised_frame(self, obs: Observation) -> dict[str, Tensor]:
+        batch = self.preprocessor(to_policy_inputs(obs, self.spec.observation, self.device))
+        return {k: batch[k] for k in self.config.input_features}
+
+    def prepare(self, obs: Observation) -> Context:
+        frame = self._normalised_frame(obs)
+        step = obs.get(STEP)
+        if self._history and step is not None and self._history[-1][0] == step:
+            self._history[-1] = (step, frame)  # the same control step again (e.g. a re-plan)
+        else:
+            self._history.append((step, frame))
+        frames = [f for _, f in self._history]
+        frames = [frames[0]] * (self.config.n_obs_steps - len(frames)) + frames  # pad like lerobot's queues
+        batch = {k: torch.stack([f[k] for f in frames], dim=1) for k in frames[0]}  # [1, n_obs, ...]
+        if self.config.image_features:
+            batch[OBS_IMAGES] = torch.stack([batch[k] for k in self.config.image_features], dim=-4)
+        with torch.no_grad():
+            global_cond = self.model._prepare_global_conditioning(batch)
+        return Context(batch_size=1, tensors={"global_cond": global_cond})
+
+    def denoise(self, x_t: Tensor, t: Tensor, ctx: Context) -> Tensor:
+        return self.unet(x_t, t, global_cond=ctx.tensors["global_cond"])
+
+    def denoise_with_features(self, x_t: Tensor, t: Tensor, ctx: Context) -> tuple[Tensor, Tensor]:
+        out = self.denoise(x_t, t, ctx)
+        return out, self._bottleneck.mean(dim=-1)
+
+    def features(self, ctx: Context) -> Tensor:
+        return ctx.tensors["global_cond"]
+
+    def unnormalize_actions(self, x: Tensor) -> Tensor:
+        return self.normalizer.unnormalize(x)
+
+    def normalize_actions(self, a: Tensor) -> Tensor:
+        return self.normalizer.normalize(a)

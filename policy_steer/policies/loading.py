@@ -1,0 +1,118 @@
+"""Load a lerobot checkpoint (local folder or hub id) with its processors, as a DenoisingPolicy.
+
+A checkpoint is what lerobot's ``save_pretrained`` writes: ``config.json`` (with the policy ``type``),
+``model.safetensors``, and the pre/post-processor pipelines (``policy_preprocessor.json``,
+``policy_postprocessor.json`` and their state files). policy-steer's reference checkpoints add
+``policy_steer.json`` (task, control rate, action mode); other checkpoints work without it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from policy_steer.errors import CheckpointError
+from policy_steer.policies.base import DenoisingPolicy
+
+log = logging.getLogger(__name__)
+
+META_FILE = "policy_steer.json"
+REQUIRED_FILES = ("config.json", "model.safetensors", "policy_preprocessor.json", "policy_postprocessor.json")
+
+
+@dataclass
+class CheckpointMeta:
+    """What policy-steer records beside a lerobot checkpoint (all optional for foreign checkpoints)."""
+
+    task: str | None = None
+    control_hz: float = 10.0
+    action_mode: str = "delta"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def read(cls, folder: Path) -> "CheckpointMeta":
+        path = folder / META_FILE
+        if not path.is_file():
+            return cls()
+        data = json.loads(path.read_text())
+        known = {k: data.pop(k) for k in ("task", "control_hz", "action_mode") if k in data}
+        return cls(**known, extra=data)
+
+    def write(self, folder: Path) -> None:
+        data = {"task": self.task, "control_hz": self.control_hz, "action_mode": self.action_mode, **self.extra}
+        (Path(folder) / META_FILE).write_text(json.dumps(data, indent=2) + "\n")
+
+
+def _adapter_for(policy_type: str) -> Callable[..., DenoisingPolicy]:
+    """policy type (config.json ``type``) -> adapter class, imported lazily."""
+    if policy_type == "diffusion":
+        from policy_steer.policies.diffusion import DiffusionAdapter
+
+        return DiffusionAdapter
+    if policy_type in ("pi0", "pi05", "smolvla"):
+        from policy_steer.policies.flow_vla import make_vla_adapter
+
+        return make_vla_adapter
+    if policy_type == "multi_task_dit":
+        from policy_steer.policies.multi_task_dit import MultiTaskDiTAdapter
+
+        return MultiTaskDiTAdapter
+    raise CheckpointError(
+        f"policy type {policy_type!r} is not supported (diffusion, pi0, pi05, smolvla, multi_task_dit)"
+    )
+
+
+def resolve_checkpoint(path_or_repo_id: str | Path) -> Path:
+    """A local folder as is; otherwise a hub id downloaded with huggingface_hub (honours HF_HUB_OFFLINE)."""
+    p = Path(path_or_repo_id)
+    if p.exists():
+        if not p.is_dir():
+            raise CheckpointError(f"{p} is a file; a lerobot checkpoint is a folder")
+        missing = [f for f in REQUIRED_FILES if not (p / f).is_file()]
+        if missing:
+            raise CheckpointError(f"{p} is not a lerobot checkpoint: missing {', '.join(missing)}")
+        return p
+    if str(path_or_repo_id).startswith((".", "/")) or str(path_or_repo_id).count("/") != 1:
+        raise CheckpointError(f"checkpoint folder not found: {path_or_repo_id}")
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(repo_id=str(path_or_repo_id)))
+    except Exception as e:  # offline, unknown repo, no network: one clear line
+        raise CheckpointError(f"cannot fetch {path_or_repo_id!r} from the hub: {type(e).__name__}: {e}") from e
+
+
+def load_policy(path_or_repo_id: str | Path, device: str = "cpu", control_hz: float | None = None) -> DenoisingPolicy:
+    """lerobot checkpoint -> DenoisingPolicy adapter, with its processors loaded from the same place."""
+    folder = resolve_checkpoint(path_or_repo_id)
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{folder}/config.json is not readable JSON: {e}") from e
+    policy_type = config.get("type")
+    if not policy_type:
+        raise CheckpointError(f"{folder}/config.json has no policy 'type'")
+    make_adapter = _adapter_for(policy_type)
+    meta = CheckpointMeta.read(folder)
+
+    from lerobot.configs.policies import PreTrainedConfig
+    from lerobot.policies.factory import get_policy_class, make_pre_post_processors
+
+    try:
+        cfg = PreTrainedConfig.from_pretrained(folder)
+        cfg.device = device
+        policy = get_policy_class(policy_type).from_pretrained(folder, config=cfg)
+        policy.to(device)
+        pre, post = make_pre_post_processors(cfg, pretrained_path=str(folder))
+    except CheckpointError:
+        raise
+    except Exception as e:
+        raise CheckpointError(f"cannot load {policy_type} checkpoint {folder}: {type(e).__name__}: {e}") from e
+    name = meta.extra.get("name") or folder.name
+    adapter = make_adapter(policy, pre, post, control_hz=control_hz or meta.control_hz, name=name)
+    adapter.meta = meta
+    adapter.path = folder
+    return adapter
