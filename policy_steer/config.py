@@ -56,6 +56,8 @@ def parse_config(cls: type[T], args: list[str], prog: str | None = None) -> T:
     """Parse ``args`` into ``cls``; ``--config_path`` may name a YAML or TOML file."""
     config_path = None
     rest: list[str] = []
+    # --seed-start and --seed_start are the same option.
+    args = [_underscore_flag(a) for a in args]
     it = iter(args)
     for a in it:
         if a == "--config_path":
@@ -76,6 +78,13 @@ def parse_config(cls: type[T], args: list[str], prog: str | None = None) -> T:
         return draccus.parse(cls, config_path=config_path, args=rest, prog=prog)
     except draccus.utils.DecodingError as e:
         raise ConfigError(f"bad option: {e}") from e
+
+
+def _underscore_flag(arg: str) -> str:
+    if not arg.startswith("--"):
+        return arg
+    name, eq, value = arg[2:].partition("=")
+    return "--" + name.replace("-", "_") + eq + value
 
 
 def load_config(cls: type[T], path: str | Path) -> T:

@@ -42,6 +42,7 @@ class SamplerRun:
     x: Tensor  # [B, H, A] current sample
     generator: torch.Generator | None = None
     prefix: Tensor | None = None  # [d, A] normalised actions already committed before the chunk starts
+    obs: dict[str, Any] | None = None  # the raw observation the chunk is conditioned on
     strategies: list[Strategy] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
     ancestry: Tensor | None = None  # [B] which initial sample each row descends from
@@ -124,6 +125,7 @@ class Sampler:
         strategies: list[Strategy] | None = None,
         generator: torch.Generator | None = None,
         prefix: Tensor | None = None,
+        obs: dict[str, Any] | None = None,
     ) -> SampleResult:
         """Run the loop from ``noise`` [B, H, A] with ``ctx`` already expanded to B rows."""
         strategies = list(strategies or [])
@@ -131,7 +133,7 @@ class Sampler:
         if ctx.batch_size != noise.shape[0]:
             raise ValueError(f"context has {ctx.batch_size} rows but noise has {noise.shape[0]}")
         run = SamplerRun(
-            policy=policy, plan=plan, ctx=ctx, x=noise, generator=generator, prefix=prefix,
+            policy=policy, plan=plan, ctx=ctx, x=noise, generator=generator, prefix=prefix, obs=obs,
             strategies=strategies, ancestry=torch.arange(noise.shape[0], device=noise.device),
         )
         for s in strategies:

@@ -44,11 +44,17 @@ class SteeredPolicy:
     def candidates(self) -> int:
         return max([s.candidates for s in self.strategies], default=1)
 
-    def reset(self, seed: int | None = None) -> None:
-        """Start an episode: clear the policy's observation history; reseed if asked."""
+    def reset(self, seed: int | None = None, episode: dict[str, Any] | None = None) -> None:
+        """Start an episode: clear the policy's history, reseed if asked, tell the strategies.
+
+        ``episode`` carries what strategies may need to know about the episode (``task``, ``variant``,
+        ``instruction``, ``scene``, ``robot``); it is passed to each strategy's ``reset_episode``.
+        """
         self.policy.reset()
         if seed is not None:
             self.generator.manual_seed(seed)
+        for s in self.strategies:
+            s.reset_episode(episode or {})
 
     @torch.no_grad()
     def predict_chunk(
@@ -62,7 +68,7 @@ class SteeredPolicy:
         t_prep = time.perf_counter()
         noise = policy.make_noise(n, self.generator)
         prefix_t = None if prefix is None else self._prefix_tensor(prefix)
-        result = self.sampler.sample(ctx, noise, self.strategies, generator=self.generator, prefix=prefix_t)
+        result = self.sampler.sample(ctx, noise, self.strategies, generator=self.generator, prefix=prefix_t, obs=obs)
         x = result.x0[result.winner, policy.chunk_slice]
         actions = policy.unnormalize_actions(x).cpu().numpy().astype(np.float32)
         if not np.all(np.isfinite(actions)):

@@ -20,6 +20,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "envs list": ("policy_steer.envs.cli", "list tasks, variants, observation and action shapes"),
     "envs show": ("policy_steer.envs.cli", "render a picture (or a video) of a task variant"),
     "record": ("policy_steer.envs.recording", "record scripted demonstrations as a LeRobotDataset"),
+    "bench": ("policy_steer.cli.bench", "seeded benchmark of policies x steering x modes; JSON, Markdown, plots"),
+    "train-reference": ("policy_steer.training.reference", "train a reference policy with lerobot on recorded demonstrations"),
 }
 
 

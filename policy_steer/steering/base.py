@@ -33,6 +33,9 @@ class Strategy:
     def needs_grad(self, k: int) -> bool:
         return False
 
+    def reset_episode(self, episode: dict) -> None:
+        """A new episode starts; ``episode`` may hold task, variant, instruction, scene, robot."""
+
     def begin(self, run: "SamplerRun") -> None:
         pass
 

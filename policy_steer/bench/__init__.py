@@ -1,0 +1,1 @@
+"""Seeded benchmark runs: cells of (task, variant, policy, steering, mode, latency) x episodes."""

@@ -1,0 +1,121 @@
+"""PNG plots of benchmark runs: success per variant with 95% intervals, and curves along numeric axes."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+_IDENTITY = ("task", "variant", "policy", "steer", "mode", "latency_steps", "candidates", "verifier",
+             "particles", "fk", "gradient")
+_NUMERIC_AXES = ("candidates", "particles", "latency_steps")
+
+
+def _label(run: dict[str, Any], skip: tuple[str, ...]) -> str:
+    parts = []
+    for k in _IDENTITY:
+        if k in skip or run.get(k) is None:
+            continue
+        v = Path(run[k]).name if k == "policy" else run[k]
+        parts.append(f"{k}={v}")
+    return ", ".join(parts)
+
+
+def _varying(runs: list[dict[str, Any]]) -> set[str]:
+    return {k for k in _IDENTITY if len({str(r.get(k)) for r in runs}) > 1}
+
+
+def _err(run: dict[str, Any]) -> tuple[float, float]:
+    p, (lo, hi) = run["success_rate"], run["ci95"]
+    return p - lo, hi - p
+
+
+def plot_success_by_variant(runs: list[dict[str, Any]], path: Path) -> Path:
+    tasks = sorted({r["task"] for r in runs})
+    fig, axes = plt.subplots(len(tasks), 1, figsize=(max(6, 1.6 * len({r['variant'] for r in runs}) + 4), 3.6 * len(tasks)),
+                             squeeze=False)
+    fixed = tuple(k for k in _IDENTITY if k not in _varying(runs)) + ("task", "variant")
+    for ax, task in zip(axes[:, 0], tasks):
+        tr = [r for r in runs if r["task"] == task]
+        variants = list(dict.fromkeys(r["variant"] for r in tr))
+        labels = list(dict.fromkeys(_label(r, fixed) or "policy" for r in tr))
+        width = 0.8 / max(1, len(labels))
+        for j, lab in enumerate(labels):
+            xs, ys, errs = [], [], [[], []]
+            for i, v in enumerate(variants):
+                match = [r for r in tr if r["variant"] == v and (_label(r, fixed) or "policy") == lab]
+                if not match:
+                    continue
+                r = match[0]
+                lo, hi = _err(r)
+                xs.append(i + (j - (len(labels) - 1) / 2) * width)
+                ys.append(r["success_rate"])
+                errs[0].append(lo)
+                errs[1].append(hi)
+            ax.bar(xs, ys, width=width, yerr=errs, capsize=3, label=lab)
+        ax.set_xticks(range(len(variants)), variants)
+        ax.set_ylim(0, 1.05)
+        ax.set_ylabel("success rate")
+        ax.set_title(f"{task} (95% Wilson intervals, n={tr[0]['episodes']} per bar)")
+        if len(labels) > 1:
+            ax.legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_along_axis(runs: list[dict[str, Any]], axis: str, metric: str, path: Path, ylabel: str) -> Path | None:
+    """One line per configuration (everything but ``axis``), ``metric`` against ``axis``."""
+    numeric = [r for r in runs if isinstance(r.get(axis), (int, float)) and r.get(metric) is not None]
+    if len({r[axis] for r in numeric}) < 2:
+        return None
+    lines: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    fixed = tuple(k for k in _IDENTITY if k not in _varying(numeric)) + (axis,)
+    for r in numeric:
+        lines[_label(r, fixed) or "policy"].append(r)
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for lab, rs in lines.items():
+        rs = sorted(rs, key=lambda r: r[axis])
+        xs = [r[axis] for r in rs]
+        if metric == "success_rate":
+            ys = [r["success_rate"] for r in rs]
+            e = np.array([_err(r) for r in rs]).T
+            ax.errorbar(xs, ys, yerr=e, marker="o", capsize=3, label=lab)
+        else:
+            v = [r[metric] for r in rs]
+            ys = [x["p50"] if isinstance(x, dict) else x for x in v]
+            ax.plot(xs, ys, marker="o", label=lab)
+    ax.set_xlabel(axis)
+    ax.set_ylabel(ylabel)
+    if metric == "success_rate":
+        ax.set_ylim(0, 1.05)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_plots(runs: list[dict[str, Any]], out: Path) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [plot_success_by_variant(runs, out / "success_by_variant.png")]
+    for axis in _NUMERIC_AXES:
+        for metric, ylabel, name in (
+            ("success_rate", "success rate", "success"),
+            ("chunk_latency_ms", "chunk latency p50 (ms)", "latency"),
+            ("mean_completion_steps", "completion (control steps)", "completion"),
+        ):
+            if axis != "latency_steps" and metric == "mean_completion_steps":
+                continue
+            p = plot_along_axis(runs, axis, metric, out / f"{name}_vs_{axis}.png", ylabel)
+            if p:
+                paths.append(p)
+    return paths

@@ -1,0 +1,124 @@
+"""From episode summaries to ``runs`` entries, results.json and results.md."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.stats import binomtest
+
+from policy_steer.bench.cells import Cell
+
+
+def wilson_ci(successes: int, n: int) -> list[float]:
+    """95% Wilson score interval [lo, hi] of a success rate."""
+    if n == 0:
+        return [0.0, 1.0]
+    ci = binomtest(successes, n).proportion_ci(confidence_level=0.95, method="wilson")
+    return [float(ci.low), float(ci.high)]
+
+
+def latency_steps(spec: str) -> float | str:
+    """The latency axis as a number where it is one (fixed N; uniform: the mean), else the spec."""
+    if re.fullmatch(r"\d+", spec):
+        return int(spec)
+    m = re.fullmatch(r"uniform:(\d+)-(\d+)", spec)
+    if m:
+        return (int(m.group(1)) + int(m.group(2))) / 2
+    return spec
+
+
+def _mean(values: list[float | None]) -> float | None:
+    vals = [v for v in values if v is not None]
+    return float(np.mean(vals)) if vals else None
+
+
+def run_entry(cell: Cell, episodes: list[dict[str, Any]]) -> dict[str, Any]:
+    episodes = sorted(episodes, key=lambda e: e["seed"])
+    n = len(episodes)
+    k = sum(bool(e["success"]) for e in episodes)
+    lat = [x for e in episodes for x in e["chunk_latency_ms"]]
+    entry = cell.describe()
+    entry.update({
+        "latency_steps": latency_steps(cell.latency),
+        "episodes": n,
+        "successes": k,
+        "success_rate": k / n if n else 0.0,
+        "ci95": wilson_ci(k, n),
+        "mean_episode_steps": _mean([e["steps"] for e in episodes]),
+        "mean_completion_steps": _mean([e["steps"] for e in episodes]),
+        "mean_stall_steps": _mean([e["stall_steps"] for e in episodes]),
+        "seam_jump": _mean([e["seam_jump"] for e in episodes]),
+        "state_estimate_error": _mean([e["state_estimate_error"] for e in episodes]),
+        "reaction_steps": _mean([e["reaction_steps"] for e in episodes]),
+        "chunk_latency_ms": {
+            "p50": float(np.percentile(lat, 50)) if lat else None,
+            "p95": float(np.percentile(lat, 95)) if lat else None,
+            "mean": float(np.mean(lat)) if lat else None,
+        },
+        "failures": dict(Counter(e["failure"] for e in episodes if not e["success"] and e["failure"])),
+        "seeds": [e["seed"] for e in episodes],
+        "per_episode_success": [bool(e["success"]) for e in episodes],
+    })
+    figures: dict[str, list[float]] = {}
+    for e in episodes:
+        for key, v in (e.get("steer_info") or {}).items():
+            figures.setdefault(key, []).append(v)
+    entry["steer_figures"] = {key: float(np.mean(v)) for key, v in figures.items()}
+    return entry
+
+
+# Columns of results.md, in order; a column is shown only if some run has a value for it.
+_COLUMNS = [
+    ("task", "task"), ("variant", "variant"), ("policy", "policy"), ("steer", "steer"),
+    ("candidates", "M"), ("verifier", "verifier"), ("particles", "B"), ("fk", "FK"), ("gradient", "grad"),
+    ("mode", "mode"), ("latency_steps", "d"), ("success_rate", "success"), ("ci95", "95% CI"),
+    ("mean_completion_steps", "steps"), ("mean_stall_steps", "stall"), ("seam_jump", "seam jump"),
+    ("state_estimate_error", "est. err (m)"), ("reaction_steps", "reaction"), ("chunk_latency_ms", "chunk ms p50"),
+]
+
+
+def _fmt(key: str, v: Any) -> str:
+    if v is None:
+        return "-"
+    if key == "ci95":
+        return f"[{v[0]:.2f}, {v[1]:.2f}]"
+    if key == "chunk_latency_ms":
+        return "-" if v.get("p50") is None else f"{v['p50']:.1f}"
+    if key == "policy":
+        return Path(str(v)).name
+    if isinstance(v, float):
+        return f"{v:.3f}" if key in ("seam_jump", "state_estimate_error") else f"{v:.2f}"
+    return str(v)
+
+
+def markdown_table(runs: list[dict[str, Any]]) -> str:
+    cols = [(k, h) for k, h in _COLUMNS if any(r.get(k) is not None for r in runs)]
+    lines = ["| " + " | ".join(h for _, h in cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for r in runs:
+        lines.append("| " + " | ".join(_fmt(k, r.get(k)) for k, _ in cols) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_results(out: Path, runs: list[dict[str, Any]], meta: dict[str, Any]) -> tuple[Path, Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = out / "results.json", out / "results.md"
+    json_path.write_text(json.dumps({"meta": meta, "runs": runs}, indent=2, default=_jsonable) + "\n")
+    md = f"# policy-steer benchmark\n\n{meta.get('command', '')}\n\n" + markdown_table(runs)
+    md_path.write_text(md)
+    return json_path, md_path
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    if isinstance(v, (np.floating,)):
+        return None if math.isnan(v) else float(v)
+    if isinstance(v, Path):
+        return str(v)
+    return str(v)

@@ -1,0 +1,1 @@
+"""Training the reference policies with lerobot's own training code."""

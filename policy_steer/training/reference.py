@@ -1,0 +1,162 @@
+"""``policy-steer train-reference``: train a reference policy with lerobot's own training code.
+
+    policy-steer train-reference --task push --family diffusion
+
+records the demonstrations if the dataset folder does not exist yet (``data/<task>``), trains with
+``lerobot.scripts.lerobot_train.train`` (the same code as ``lerobot-train``) on that local
+LeRobotDataset, and copies the final ``pretrained_model`` (policy + pre/post-processors) to
+``checkpoints/<task>-<family>`` together with ``policy_steer.json`` (task, control rate, action mode,
+how it was trained). Nothing touches the hub.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from policy_steer.errors import ConfigError, DatasetError
+from policy_steer.policies.loading import CheckpointMeta
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Config:
+    task: str = "push"
+    family: str = "diffusion"  # diffusion | flow | image-diffusion
+    dataset: str | None = None  # LeRobotDataset folder; default data/<task> (data/<task>-front for images)
+    episodes: int = 200  # demonstrations recorded when the dataset folder does not exist
+    steps: int = 20000
+    batch_size: int = 64
+    lr: float | None = None  # None: the policy's training preset
+    seed: int = 0
+    out: str | None = None  # default checkpoints/<task>-<family>
+    future_state_offsets: int = 0  # VLASH offset fine-tuning: max offset in control steps (0: off)
+    overwrite: bool = False
+    work_dir: str = "outputs/train"
+    num_workers: int = 0  # dataloader workers (0: in the training process)
+    camera: str = "front"  # for image-diffusion
+
+
+def _dataset_folder(cfg: Config) -> Path:
+    if cfg.dataset:
+        return Path(cfg.dataset)
+    suffix = f"-{cfg.camera}" if cfg.family == "image-diffusion" else ""
+    return Path("data") / f"{cfg.task}{suffix}"
+
+
+def ensure_dataset(cfg: Config) -> Path:
+    """The dataset folder, recorded with the scripted expert if it does not exist yet."""
+    folder = _dataset_folder(cfg)
+    if (folder / "meta" / "info.json").is_file():
+        return folder
+    if folder.exists() and any(folder.iterdir()):
+        raise DatasetError(f"{folder} exists but is not a LeRobotDataset (no meta/info.json)")
+    from policy_steer.envs.recording import Config as RecordConfig
+    from policy_steer.envs.recording import run as record
+
+    log.info("recording %d demonstrations of %s into %s", cfg.episodes, cfg.task, folder)
+    rec = RecordConfig(task=cfg.task, episodes=cfg.episodes, out=str(folder), seed_start=100_000)
+    if cfg.family == "image-diffusion":
+        from policy_steer.config import StrList
+
+        rec.cameras = StrList([cfg.camera])
+    record(rec)
+    return folder
+
+
+def train_reference(cfg: Config) -> Path:
+    from lerobot.configs.default import DatasetConfig, WandBConfig
+    from lerobot.configs.train import TrainPipelineConfig
+    from lerobot.datasets.lerobot_dataset import LeRobotDatasetMetadata
+    from lerobot.scripts.lerobot_train import train
+
+    from policy_steer.envs import make
+    from policy_steer.training.architectures import FAMILIES, policy_config
+
+    if cfg.family not in FAMILIES:
+        raise ConfigError(f"unknown family {cfg.family!r}; use one of {FAMILIES}")
+    if cfg.steps < 1 or cfg.batch_size < 1:
+        raise ConfigError("--steps and --batch_size must be >= 1")
+    name = f"{cfg.task}-{cfg.family}" + (f"-offsets{cfg.future_state_offsets}" if cfg.future_state_offsets else "")
+    out = Path(cfg.out or Path("checkpoints") / name)
+    if out.exists() and any(out.iterdir()) and not cfg.overwrite:
+        raise ConfigError(f"{out} already holds a checkpoint; pass --overwrite true to replace it")
+
+    dataset = ensure_dataset(cfg)
+    if cfg.future_state_offsets:
+        from policy_steer.training.offsets import make_offset_dataset
+
+        dataset = make_offset_dataset(dataset, cfg.future_state_offsets, seed=cfg.seed)
+    meta = LeRobotDatasetMetadata(repo_id=f"local/{dataset.name}", root=dataset)
+    env = make(cfg.task)
+    u = env.unwrapped
+    instructions = set(meta.tasks.index) if meta.tasks is not None else set()
+    if u.instruction not in instructions:
+        raise DatasetError(f"{dataset} holds demonstrations of {sorted(instructions)}, not of {cfg.task!r} ({u.instruction!r})")
+    if tuple(meta.features["action"]["shape"]) != (u.action_dim,):
+        raise DatasetError(f"{dataset} has {meta.features['action']['shape']} actions; {cfg.task!r} takes ({u.action_dim},)")
+
+    policy_cfg = policy_config(cfg.family, meta.features, lr=cfg.lr, camera=cfg.camera)
+    run_dir = Path(cfg.work_dir) / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    train_cfg = TrainPipelineConfig(
+        dataset=DatasetConfig(repo_id=f"local/{dataset.name}", root=str(dataset)),
+        policy=policy_cfg,
+        output_dir=run_dir,
+        job_name=name,
+        seed=cfg.seed,
+        steps=cfg.steps,
+        batch_size=cfg.batch_size,
+        num_workers=cfg.num_workers,
+        save_freq=cfg.steps,
+        log_freq=max(1, min(500, cfg.steps // 10)),
+        env_eval_freq=0,
+        wandb=WandBConfig(enable=False),
+    )
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    t0 = time.perf_counter()
+    train(train_cfg)
+    train_s = time.perf_counter() - t0
+    final = run_dir / "checkpoints" / "last" / "pretrained_model"
+    if not final.is_dir():
+        raise DatasetError(f"lerobot training finished without a checkpoint at {final}")
+    if out.exists():
+        shutil.rmtree(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(final, out, ignore=shutil.ignore_patterns("train_config.json"))
+    for extra in getattr(policy_cfg, "extra_folders", lambda: [])():
+        shutil.copytree(extra, out / Path(extra).name, dirs_exist_ok=True)
+    CheckpointMeta(
+        task=cfg.task,
+        control_hz=float(u.control_hz),
+        action_mode=u.action_mode,
+        extra={
+            "name": name,
+            "family": cfg.family,
+            "trained_with": "lerobot.scripts.lerobot_train.train",
+            "dataset": str(dataset),
+            "dataset_episodes": meta.total_episodes,
+            "dataset_frames": meta.total_frames,
+            "instruction": u.instruction,
+            "steps": cfg.steps,
+            "batch_size": cfg.batch_size,
+            "seed": cfg.seed,
+            "future_state_offsets": cfg.future_state_offsets,
+            "train_seconds": round(train_s, 1),
+            "command": f"policy-steer train-reference --task {cfg.task} --family {cfg.family}"
+            + (f" --future-state-offsets {cfg.future_state_offsets}" if cfg.future_state_offsets else "")
+            + f" --steps {cfg.steps} --batch_size {cfg.batch_size} --seed {cfg.seed}",
+        },
+    ).write(out)
+    log.info("trained %s in %.0f s -> %s", name, train_s, out)
+    return out
+
+
+def run(cfg: Config) -> int:
+    out = train_reference(cfg)
+    print(out)
+    return 0
