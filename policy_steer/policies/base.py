@@ -12,7 +12,8 @@ An adapter wraps one family of lerobot policies and exposes its denoising loop p
 - ``normalize_actions`` / ``unnormalize_actions``: lerobot's processor statistics, differentiable.
 
 All tensors on the sampling path are in the policy's *normalised* action space, [B, H, A], where H is
-the model's full horizon (``model_horizon``); :meth:`DenoisingPolicy.chunk_slice` says which of those
+the model's full horizon (``model_horizon``) and A its action width (``model_action_dim``, which
+may include padding the model carries); :meth:`DenoisingPolicy.chunk_slice` says which of those
 actions form the chunk that is returned (lerobot drops the ones that belong to past observations).
 """
 
@@ -57,6 +58,11 @@ class DenoisingPolicy(ABC):
         return self.spec.horizon
 
     @property
+    def model_action_dim(self) -> int:
+        """A of the tensors the denoiser works on (>= spec.action_dim; VLAs pad to their max_action_dim)."""
+        return self.spec.action_dim
+
+    @property
     def chunk_slice(self) -> slice:
         """Which model-horizon rows form the returned chunk (the first one runs at the chunk's start_step)."""
         return slice(0, self.spec.horizon)
@@ -87,7 +93,7 @@ class DenoisingPolicy(ABC):
 
     def make_noise(self, batch_size: int, generator: torch.Generator | None = None) -> Tensor:
         """Initial sample [B, H, A] from the prior, drawn the way the lerobot policy draws it."""
-        shape = (batch_size, self.model_horizon, self.spec.action_dim)
+        shape = (batch_size, self.model_horizon, self.model_action_dim)
         return torch.randn(shape, generator=generator, device=self.device, dtype=torch.float32)
 
     # --- units --------------------------------------------------------------------------------------
