@@ -4,10 +4,19 @@ A checkpoint is what lerobot's ``save_pretrained`` writes: ``config.json`` (with
 ``model.safetensors``, and the pre/post-processor pipelines (``policy_preprocessor.json``,
 ``policy_postprocessor.json`` and their state files). policy-steer's reference checkpoints add
 ``policy_steer.json`` (task, control rate, action mode); other checkpoints work without it.
+
+Backbones inside the checkpoint: a backbone / tokenizer name in ``config.json`` (``vlm_model_name``,
+``text_encoder_name``, ``vision_encoder_name``) or a pre-processor step's ``tokenizer_name`` that is a
+relative path to a folder inside the checkpoint is resolved against the checkpoint folder (an
+absolute path whose last component is a folder inside the checkpoint is taken to mean that folder),
+so a self-contained checkpoint (:func:`policy_steer.policies.tiny_backbones.make_self_contained`) loads
+from any working directory. A ``tiny_pi_backbone.json`` beside a pi0 / pi05 checkpoint builds the
+model with those sizes (:func:`policy_steer.policies.tiny_backbones.tiny_pi_backbone`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from dataclasses import dataclass, field
@@ -104,9 +113,13 @@ def load_policy(path_or_repo_id: str | Path, device: str = "cpu", control_hz: fl
     try:
         cfg = PreTrainedConfig.from_pretrained(folder)
         cfg.device = device
-        policy = get_policy_class(policy_type).from_pretrained(folder, config=cfg)
-        policy.to(device)
-        pre, post = make_pre_post_processors(cfg, pretrained_path=str(folder))
+        _resolve_local_backbones(cfg, folder)
+        with _backbone_context(policy_type, folder):
+            policy = get_policy_class(policy_type).from_pretrained(folder, config=cfg)
+            policy.to(device)
+            pre, post = make_pre_post_processors(
+                cfg, pretrained_path=str(folder), preprocessor_overrides=_tokenizer_overrides(folder)
+            )
     except CheckpointError:
         raise
     except Exception as e:
@@ -116,3 +129,53 @@ def load_policy(path_or_repo_id: str | Path, device: str = "cpu", control_hz: fl
     adapter.meta = meta
     adapter.path = folder
     return adapter
+
+
+def _local_folder(folder: Path, name: object) -> Path | None:
+    """The folder inside the checkpoint that ``name`` stands for, if any.
+
+    A relative path is taken relative to the checkpoint; an absolute path (a training machine's
+    folder) stands for the checkpoint's folder of the same name when the checkpoint carries one.
+    Hub ids that happen not to be folders inside the checkpoint are left alone.
+    """
+    if not isinstance(name, str) or not name:
+        return None
+    p = Path(name)
+    candidate = (folder / p.name) if p.is_absolute() else (folder / p)
+    return candidate.resolve() if candidate.is_dir() else None
+
+
+def _resolve_local_backbones(cfg, folder: Path) -> None:
+    """Point the config's backbone names that live inside the checkpoint at absolute paths."""
+    from policy_steer.policies.tiny_backbones import BACKBONE_NAME_FIELDS
+
+    for key in BACKBONE_NAME_FIELDS:
+        local = _local_folder(folder, getattr(cfg, key, None))
+        if local is not None:
+            setattr(cfg, key, str(local))
+
+
+def _tokenizer_overrides(folder: Path) -> dict[str, dict[str, str]]:
+    """Pre-processor overrides that point tokenizer steps naming a folder inside the checkpoint at it."""
+    try:
+        steps = json.loads((folder / "policy_preprocessor.json").read_text()).get("steps", [])
+    except (OSError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{folder}/policy_preprocessor.json is not readable JSON: {e}") from e
+    overrides: dict[str, dict[str, str]] = {}
+    for step in steps:
+        local = _local_folder(folder, step.get("config", {}).get("tokenizer_name"))
+        if local is None:
+            continue
+        key = step.get("registry_name") or str(step.get("class", "")).rsplit(".", 1)[-1]
+        overrides[key] = {"tokenizer_name": str(local)}
+    return overrides
+
+
+def _backbone_context(policy_type: str, folder: Path) -> contextlib.AbstractContextManager:
+    """The tiny PaliGemma sizes a pi0 / pi05 checkpoint was built with, when it says so."""
+    if policy_type not in ("pi0", "pi05"):
+        return contextlib.nullcontext()
+    from policy_steer.policies.tiny_backbones import TinyPiBackbone, tiny_pi_backbone
+
+    spec = TinyPiBackbone.read(folder)
+    return contextlib.nullcontext() if spec is None else tiny_pi_backbone(spec)

@@ -58,9 +58,11 @@ def policy_config(family: str, dataset_features: dict, lr: float | None = None, 
     if family == "flow":
         from policy_steer.policies.tiny_backbones import multi_task_dit_config
 
+        # One observation step (like the diffusion policies, so the future state of VLASH is one
+        # state) and width 96: about 3 MB per checkpoint.
         return multi_task_dit_config(
             state_dim=int(dataset_features["observation.state"]["shape"][0]),
             action_dim=int(dataset_features["action"]["shape"][0]),
-            lr=lr,
+            lr=lr, n_obs_steps=1, hidden_dim=96,
         )
     raise ConfigError(f"unknown policy family {family!r}; use one of {FAMILIES}")

@@ -128,8 +128,11 @@ def train_reference(cfg: Config) -> Path:
         shutil.rmtree(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     shutil.copytree(final, out, ignore=shutil.ignore_patterns("train_config.json"))
-    for extra in getattr(policy_cfg, "extra_folders", lambda: [])():
-        shutil.copytree(extra, out / Path(extra).name, dirs_exist_ok=True)
+    # Backbone/tokenizer folders the config names (the flow policy's tiny CLIP) move into the
+    # checkpoint and are renamed relative to it, so the folder works from any directory.
+    from policy_steer.policies.tiny_backbones import make_self_contained
+
+    make_self_contained(out)
     CheckpointMeta(
         task=cfg.task,
         control_hz=float(u.control_hz),
