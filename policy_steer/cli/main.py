@@ -21,7 +21,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "envs show": ("policy_steer.envs.cli", "render a picture (or a video) of a task variant"),
     "record": ("policy_steer.envs.recording", "record scripted demonstrations as a LeRobotDataset"),
     "bench": ("policy_steer.cli.bench", "seeded benchmark of policies x steering x modes; JSON, Markdown, plots"),
+    "fit-verifier": ("policy_steer.steering.taco.fit", "fit TACO's pseudo-count verifier (CFN) to a policy and its demonstrations"),
     "train-reference": ("policy_steer.training.reference", "train a reference policy with lerobot on recorded demonstrations"),
+    "serve": ("policy_steer.transport.cli", "serve a steered policy over ZeroMQ (PROTOCOL.md v1)"),
+    "keys": ("policy_steer.transport.cli", "make CURVE key pairs and the client allow-list for serve"),
+    "synthesize": ("policy_steer.vlm_rewards.cli", "print the reward program (JSON) for the scene of a task variant"),
 }
 
 

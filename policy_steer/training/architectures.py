@@ -15,12 +15,12 @@ FAMILIES = ("diffusion", "flow", "image-diffusion")
 
 
 def diffusion_config(lr: float | None = None):
-    """State-based DiffusionPolicy: 1-D UNet (64, 128, 256), DDIM with 10 steps at inference."""
+    """State-based DiffusionPolicy: 1-D UNet (64, 128), 1.1 M parameters, DDIM with 10 steps at inference."""
     from lerobot.policies.diffusion.configuration_diffusion import DiffusionConfig
 
     cfg = DiffusionConfig(
         n_obs_steps=1, horizon=16, n_action_steps=8,
-        down_dims=(64, 128, 256), kernel_size=5, n_groups=8, diffusion_step_embed_dim=64,
+        down_dims=(64, 128), kernel_size=5, n_groups=8, diffusion_step_embed_dim=64,
         noise_scheduler_type="DDIM", num_train_timesteps=100, num_inference_steps=10,
         device="cpu", push_to_hub=False,
     )

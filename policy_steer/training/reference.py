@@ -40,6 +40,9 @@ class Config:
     work_dir: str = "outputs/train"
     num_workers: int = 0  # dataloader workers (0: in the training process)
     camera: str = "front"  # for image-diffusion
+    # Weights are stored in this dtype (lerobot loads them back into float32 parameters); float16
+    # halves the checkpoint, which ships in the repository.
+    weights_dtype: str = "float16"
 
 
 def _dataset_folder(cfg: Config) -> Path:
@@ -133,6 +136,8 @@ def train_reference(cfg: Config) -> Path:
     from policy_steer.policies.tiny_backbones import make_self_contained
 
     make_self_contained(out)
+    if cfg.weights_dtype != "float32":
+        store_weights_as(out / "model.safetensors", cfg.weights_dtype)
     CheckpointMeta(
         task=cfg.task,
         control_hz=float(u.control_hz),
@@ -157,6 +162,19 @@ def train_reference(cfg: Config) -> Path:
     ).write(out)
     log.info("trained %s in %.0f s -> %s", name, train_s, out)
     return out
+
+
+def store_weights_as(model_file: Path, dtype: str) -> None:
+    """Rewrite the floating-point tensors of a safetensors file in ``dtype`` (float16 or bfloat16)."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    target = {"float16": torch.float16, "bfloat16": torch.bfloat16}.get(dtype)
+    if target is None:
+        raise ConfigError(f"--weights_dtype must be float32, float16 or bfloat16, got {dtype!r}")
+    tensors = load_file(model_file)
+    tensors = {k: v.to(target) if v.is_floating_point() else v for k, v in tensors.items()}
+    save_file(tensors, model_file, metadata={"format": "pt"})
 
 
 def run(cfg: Config) -> int:

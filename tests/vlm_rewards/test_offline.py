@@ -1,0 +1,102 @@
+"""The offline (rule-based) synthesizer on hand-built scenes of every task and variant."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from policy_steer.vlm_rewards import RewardProgram, SynthesisFailed, compile_program
+from policy_steer.vlm_rewards.synthesis import OfflineSynthesizer
+from tests.vlm_rewards.scenes import HAND_BUILT, pick_place_scene, push_scene
+
+VARIANTS = ("nominal", "obstacle", "clutter", "shifted-surface")
+STAGES = {
+    "reach": ["reach"],
+    "push": ["approach", "push"],
+    "pick-place": ["pre-grasp", "grasp", "carry", "place"],
+    "lift": ["grasp", "lift"],
+}
+
+
+def goal_points(stage):
+    """The points a stage's reach terms lead to."""
+    return [(t.args["point"] + t.args["offset"]) for t in stage.terms if t.spec.name == "reach"]
+
+
+def guard_penalty(stage, point) -> float:
+    """What the stage's constraint terms cost with the end effector held at ``point``."""
+    p = point.reshape(1, 1, 3)
+    parts = stage.breakdown(p)
+    return -sum(float(v) for k, v in parts.items() if k.split()[-1] in ("stay_clear", "stay_above", "stay_inside"))
+
+
+def check_program(program: RewardProgram, scene, task: str) -> None:
+    assert program.task == task and program.instruction == scene.instruction
+    assert [s.name for s in program.stages] == STAGES[task]
+    assert program.stages[-1].exit.when == "never" or task == "pick-place"
+    guarded = {o.name for o in scene.objects if o.kind in ("obstacle", "distractor")}
+    compiled = compile_program(program, scene)
+    for stage, comp in zip(program.stages, compiled.stages, strict=True):
+        clear = {t.args["object"] for t in stage.terms if t.term == "stay_clear"}
+        assert guarded <= clear, f"{stage.name} must stay clear of {guarded - clear}"
+        assert any(t.term == "stay_above" for t in stage.terms)
+        # the goal of each stage is allowed by the stage's own constraints
+        for g in goal_points(comp):
+            assert guard_penalty(comp, g) < 1e-3, (stage.name, g)
+
+
+@pytest.mark.parametrize("task", sorted(HAND_BUILT))
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_offline_program_for_every_hand_built_task_and_variant(task, variant):
+    scene = HAND_BUILT[task](variant)
+    synth = OfflineSynthesizer()
+    program = synth.synthesize(scene)
+    check_program(program, scene, task)
+    assert synth.stats.succeeded == 1
+
+
+def test_push_approach_prefers_going_around_the_block():
+    scene = push_scene()
+    r = compile_program(OfflineSynthesizer().synthesize(scene), scene)[0]
+    block = torch.tensor(scene.object("block").position)
+    goal = goal_points(r)[0].float()  # the push point, behind the block
+    u = (block - goal) / (block - goal).norm()  # towards the target
+    n = torch.tensor([-u[1], u[0], 0.0])
+    start = block + 0.1 * u  # on the target's side of the block, at pushing height
+    s = torch.linspace(0, 1, 16).reshape(-1, 1)
+    straight = start + s * (goal - start)  # through the block
+    via = block + 0.1 * n
+    half = torch.linspace(0, 1, 8).reshape(-1, 1)
+    around = torch.cat([start + half * (via - start), via + half * (goal - via)])
+    rewards = r(torch.stack([straight, around]))
+    assert rewards[1] > rewards[0]
+
+
+def test_obstacle_terms_push_a_trajectory_out_of_the_obstacle():
+    scene = push_scene("obstacle")
+    r = compile_program(OfflineSynthesizer().synthesize(scene), scene)[1]
+    obstacle = torch.tensor(scene.object("obstacle").position)
+    traj = (obstacle + torch.tensor([0.0, 0.0, 0.0])).expand(1, 4, 3).clone().requires_grad_()
+    traj.data[0, :, 0] += torch.linspace(-0.03, 0.03, 4)
+    r(traj).sum().backward()
+    away = traj.detach() - obstacle
+    assert (traj.grad[0, :, :2] * away[0, :, :2]).sum(-1).gt(0).all()  # every step pushed outwards
+
+
+def test_task_from_the_instruction_when_the_scene_has_none():
+    scene = dataclasses.replace(pick_place_scene(), task="custom")
+    program = OfflineSynthesizer().synthesize(scene, "please pick the cube up and place it on the pad")
+    assert program.task == "pick-place"
+
+
+def test_no_rules_or_missing_objects_fail_and_are_counted():
+    synth = OfflineSynthesizer()
+    with pytest.raises(SynthesisFailed, match="no rules"):
+        synth.synthesize(dataclasses.replace(push_scene(), task="fold"), "fold the towel")
+    scene = push_scene()
+    scene = dataclasses.replace(scene, objects=[o for o in scene.objects if o.kind != "target"])
+    assert synth.try_synthesize(scene) is None
+    assert (synth.stats.calls, synth.stats.failed) == (2, 2)
+    assert "no target or goal object" in synth.stats.failure_reasons[-1]

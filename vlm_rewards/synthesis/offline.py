@@ -1,0 +1,233 @@
+"""Reward programs by rules, from the scene description and the instruction (no model).
+
+The default backend here (no VLM weights can be downloaded). Per task:
+
+- ``reach``: one stage: reach the goal.
+- ``push``: approach the push point behind the block (on the side away from the target, at pushing
+  height) while staying clear of the block; then move along the block -> target axis, without
+  backtracking, until the block's centre is on the target.
+- ``pick-place``: above the cube (gripper open) -> down to the cube (until the gripper closes) ->
+  above the target (gripper closed) -> onto the target (until the gripper opens).
+- ``lift``: to the cube (until the gripper closes) -> up, past the height marker (the scene's goal
+  object) when there is one.
+
+Every stage also stays clear of each obstacle and distractor (a margin of the end effector's radius
+plus a clearance), above the table top, inside the workspace, and moves smoothly. The task is the
+scene's; when the scene names none it is read from the instruction's verbs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from policy_steer.envs.scene import Scene, SceneObject
+from policy_steer.vlm_rewards.compile import compile_program
+from policy_steer.vlm_rewards.errors import ProgramError
+from policy_steer.vlm_rewards.program import RewardProgram
+from policy_steer.vlm_rewards.synthesis.base import Synthesizer
+
+TASKS: tuple[str, ...] = ("reach", "push", "pick-place", "lift")
+_VERBS = (("pick", "pick-place"), ("place", "pick-place"), ("lift", "lift"), ("push", "push"), ("reach", "reach"))
+
+
+@dataclass
+class OfflineConfig:
+    clearance: float = 0.015  # metres kept from obstacles beyond the end effector's radius
+    distractor_clearance: float = 0.005  # ... from distractors (they stand close to the goal: keep it small)
+    pusher_radius: float = 0.015  # reach, push: the tip sphere
+    gripper_radius: float = 0.04  # pick-place, lift: about half the hand's width (palm and fingers)
+    pusher_above: float = 0.012  # lowest tip centre above the table top (push height 0.02 leaves room)
+    gripper_above: float = 0.012  # lowest ee site above the table top (finger pads reach 1 cm below it)
+    push_height: float = 0.02  # tip centre above the table top while pushing
+    push_standoff: float = 0.015  # gap between tip and block at the push point
+    pregrasp_height: float = 0.07  # ee above the cube centre before descending
+    carry_height: float = 0.12  # ee above the table top when over the target
+    lift_height: float = 0.15  # ee above the cube when lifting, without a height marker in the scene
+    lift_margin: float = 0.03  # ee above the height marker (the goal) when lifting
+    w_goal: float = 1.0
+    w_clear: float = 50.0
+    w_surface: float = 50.0
+    w_inside: float = 10.0
+    w_backtrack: float = 10.0
+    w_smooth: float = 1.0
+    w_grip: float = 0.01
+
+
+class OfflineSynthesizer(Synthesizer):
+    name = "offline"
+
+    def __init__(self, cfg: OfflineConfig | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg or OfflineConfig()
+
+    def synthesize(
+        self, scene: Scene, instruction: str | None = None, image: np.ndarray | None = None, *, camera: Any = None
+    ) -> RewardProgram:
+        self.stats.calls += 1
+        instruction = scene.instruction if instruction is None else instruction
+        try:
+            task = task_of(scene, instruction)
+            stages = {"reach": self._reach, "push": self._push, "pick-place": self._pick_place, "lift": self._lift}[task](scene)
+            notes = f"offline rules for {task}"
+            data = {"version": 1, "task": task, "instruction": instruction, "notes": notes, "stages": stages}
+            program = RewardProgram.from_dict(data, scene)
+            compile_program(program, scene)  # numbers that only fail in this scene fail here
+        except (ProgramError, LookupError, ValueError) as e:
+            raise self._failed([str(e)]) from e
+        self.stats.succeeded += 1
+        return program
+
+    # ---------------------------------------------------------------- tasks
+
+    def _reach(self, scene: Scene) -> list[dict]:
+        goal = _first(scene, ("goal", "target"), "a goal to reach")
+        r = self.cfg.pusher_radius
+        guards = self._guards(scene, r, self.cfg.pusher_above)
+        return [_stage("reach", [_t("reach", self.cfg.w_goal, point=goal.name)] + guards, "never")]
+
+    def _push(self, scene: Scene) -> list[dict]:
+        c = self.cfg
+        block = _first(scene, ("manipuland",), "a block to push")
+        target = _first(scene, ("target", "goal"), "a target to push to")
+        r = c.pusher_radius
+        u = _unit_xy(np.subtract(target.position, block.position))
+        extent = _extent_along(block, u)
+        behind = extent + r + c.push_standoff
+        dz = scene.surface_height + c.push_height - block.position[2]
+        offset = _mm([-u[0] * behind, -u[1] * behind, dz])
+        bname, tname = block.name, target.name
+        guards = self._guards(scene, r, c.pusher_above)
+        approach = [
+            _t("reach", c.w_goal, point=bname, offset=offset),
+            _t("stay_clear", c.w_clear, object=block.name, margin=r + 0.005, shape="box"),
+        ]
+        push = [
+            _t("move_along", c.w_goal, start=bname, end=tname, overshoot=_mm([-(extent + r)])[0], planar=True),
+            _t("no_backtrack", c.w_backtrack, start=bname, end=tname),
+        ]
+        return [_stage("approach", approach + guards, "progress"), _stage("push", push + guards, "never")]
+
+    def _pick_place(self, scene: Scene) -> list[dict]:
+        c = self.cfg
+        cube = _first(scene, ("manipuland",), "an object to pick")
+        target = _first(scene, ("target", "goal"), "a place to put it")
+        cname, tname = cube.name, target.name
+        guards = self._guards(scene, c.gripper_radius, c.gripper_above)
+        hover = scene.surface_height + c.carry_height - target.position[2]
+        # the cube's centre ends half its height above the target's top
+        place = target.position[2] + target.half_size[2]
+        place_dz = place + cube.half_size[2] - target.position[2]
+        return [
+            *self._grasp_stages(scene, cube, cname, guards),
+            _stage(
+                "carry",
+                [_t("reach", c.w_goal, point=tname, offset=_mm([0.0, 0.0, hover])), _t("grip", c.w_grip, command="close")]
+                + guards,
+                "progress",
+            ),
+            _stage("place", [_t("reach", c.w_goal, point=tname, offset=_mm([0.0, 0.0, place_dz]))] + guards, ("gripper", "open")),
+        ]
+
+    def _lift(self, scene: Scene) -> list[dict]:
+        c = self.cfg
+        cube = _first(scene, ("manipuland",), "an object to lift")
+        cname = cube.name
+        guards = self._guards(scene, c.gripper_radius, c.gripper_above)
+        goals = [o for o in scene.objects if o.kind in ("goal", "target")]
+        if goals:  # a height marker: the cube's centre (about the ee) must get above it
+            up = _t("reach", c.w_goal, point=goals[0].name, offset=[0.0, 0.0, c.lift_margin])
+        else:  # no marker: lift_height above the cube, wherever it is
+            up = _t("reach", c.w_goal, point=cname, offset=[0.0, 0.0, c.lift_height])
+        # no pre-grasp stage: a Panda may come in from the side (robosuite's own Lift demonstrations do)
+        return [
+            _stage("grasp", [_t("reach", c.w_goal, point=cname)] + guards, ("gripper", "close")),
+            _stage("lift", [up, _t("grip", c.w_grip, command="close")] + guards, "never"),
+        ]
+
+    def _grasp_stages(self, scene: Scene, cube: SceneObject, cname: str, guards: list[dict]) -> list[dict]:
+        c = self.cfg
+        # above the cube, clear of it (the fingers must not hit it from the side), gripper open
+        pre = [
+            _t("reach", c.w_goal, point=cname, offset=[0.0, 0.0, c.pregrasp_height]),
+            _t("stay_clear", c.w_clear, object=cube.name, margin=0.02, shape="box"),
+            _t("grip", c.w_grip, command="open"),
+        ]
+        grasp = [_t("reach", c.w_goal, point=cname)]
+        return [_stage("pre-grasp", pre + guards, "progress"), _stage("grasp", grasp + guards, ("gripper", "close"))]
+
+    def _guards(self, scene: Scene, radius: float, above: float) -> list[dict]:
+        c = self.cfg
+        gap = {"obstacle": c.clearance, "distractor": c.distractor_clearance}
+        terms = [
+            _t("stay_clear", c.w_clear, object=o.name, margin=round(radius + gap[o.kind], 4))
+            for o in scene.objects
+            if o.kind in gap
+        ]
+        terms.append(_t("stay_above", c.w_surface, margin=above))
+        lo, hi = np.asarray(scene.workspace_low), np.asarray(scene.workspace_high)
+        if np.all(hi - lo > 0.02):  # a scene without a workspace box has low == high
+            terms.append(_t("stay_inside", c.w_inside))
+        terms.append(_t("smoothness", c.w_smooth, order=2))
+        return terms
+
+
+# -------------------------------------------------------------------- helpers
+
+
+def task_of(scene: Scene, instruction: str) -> str:
+    """The task: the scene's when it is a known one, else the first known verb of the instruction."""
+    if scene.task in TASKS:
+        return scene.task
+    words = instruction.lower()
+    for verb, task in _VERBS:
+        if verb in words:
+            return task
+    raise LookupError(f"offline: no rules for task {scene.task!r} / instruction {instruction!r} (know: {', '.join(TASKS)})")
+
+
+def _first(scene: Scene, kinds: tuple[str, ...], what: str) -> SceneObject:
+    for kind in kinds:
+        for o in scene.objects:
+            if o.kind == kind:
+                return o
+    names = [o.name for o in scene.objects]
+    raise LookupError(f"offline: the scene has no {' or '.join(kinds)} object ({what}); objects: {names}")
+
+
+def _unit_xy(d: np.ndarray) -> np.ndarray:
+    n = math.hypot(d[0], d[1])
+    if n < 1e-6:
+        raise ValueError("offline: the block already sits on the target (no push direction)")
+    return np.array([d[0] / n, d[1] / n])
+
+
+def _extent_along(o: SceneObject, u: np.ndarray) -> float:
+    """Half the object's width along the horizontal unit vector ``u`` (its yaw included)."""
+    if o.shape in ("sphere", "cylinder"):
+        return float(o.half_size[0])
+    c, s = math.cos(o.yaw), math.sin(o.yaw)
+    ex, ey = np.array([c, s]), np.array([-s, c])
+    return float(abs(u @ ex) * o.half_size[0] + abs(u @ ey) * o.half_size[1])
+
+
+def _mm(v: list[float]) -> list[float]:
+    """Metres rounded to 0.1 mm: programs stay readable, the rounding is far below tracking error."""
+    return [round(float(x), 4) + 0.0 for x in v]
+
+
+def _t(term: str, weight: float, **args: Any) -> dict:
+    return {"term": term, "weight": weight, "args": args}
+
+
+def _stage(name: str, terms: list[dict], exit_: str | tuple[str, str]) -> dict:
+    if exit_ == "progress":
+        ex = {"when": "progress", "threshold": 0.8}
+    elif exit_ == "never":
+        ex = {"when": "never"}
+    else:
+        ex = {"when": "gripper", "event": exit_[1]}
+    return {"name": name, "terms": terms, "exit": ex}
