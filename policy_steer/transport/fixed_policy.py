@@ -1,0 +1,194 @@
+"""A policy that returns the same chunk for every observation: a tool for transport tests and benchmarks.
+
+It is not a model and not a stand-in for lerobot: it serves the server protocol (``spec`` +
+``predict_chunk``) so that only the transport is timed, and it can echo what reached it (sums of the
+arrays, the task, the step) so tests can check that the server delivered the observation intact.
+
+Run a server with it (no torch import; starts in well under a second)::
+
+    python -m policy_steer.transport.fixed_policy --bind tcp://127.0.0.1:5555 --state_dim 32 --cameras front:224x224
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from policy_steer.config import StrList, parse_config
+from policy_steer.types import OBS_STATE, STEP, TASK, Chunk, FeatureSpec, Observation, PolicySpec, image_key
+
+
+def fixed_spec(
+    state_dim: int = 32,
+    cameras: dict[str, tuple[int, int]] | None = None,
+    horizon: int = 16,
+    action_dim: int = 7,
+    control_hz: float = 10.0,
+    n_action_steps: int = 8,
+) -> PolicySpec:
+    """A spec with a float32 state and uint8 [H, W, 3] cameras."""
+    observation = {OBS_STATE: FeatureSpec("<f4", (state_dim,))}
+    for cam, (h, w) in (cameras or {}).items():
+        observation[image_key(cam)] = FeatureSpec("|u1", (h, w, 3))
+    return PolicySpec(
+        name="fixed-chunk",
+        family="diffusion",
+        horizon=horizon,
+        action_dim=action_dim,
+        n_action_steps=n_action_steps,
+        num_steps=0,
+        control_hz=control_hz,
+        observation=observation,
+    )
+
+
+class FixedChunkPolicy:
+    """``predict_chunk`` returns ``actions`` (default: ``actions[i, j] = i + j / 100``) after ``delay_s``.
+
+    ``echo``: put what arrived in ``info["echo"]`` (step, task, prefix rows, the sum of each array).
+    ``fail_task``: raise RuntimeError when the observation's task equals it (the server's ``internal`` path).
+    """
+
+    def __init__(
+        self,
+        spec: PolicySpec,
+        actions: np.ndarray | None = None,
+        delay_s: float = 0.0,
+        echo: bool = False,
+        fail_task: str | None = None,
+    ) -> None:
+        self.spec = spec
+        if actions is None:
+            h, a = spec.horizon, spec.action_dim
+            actions = np.arange(h, dtype=np.float32)[:, None] + np.arange(a, dtype=np.float32)[None, :] / 100
+        self.actions = np.ascontiguousarray(actions, dtype=np.float32)
+        self.delay_s = delay_s
+        self.echo = echo
+        self.fail_task = fail_task
+        self.calls = 0
+        self.resets = 0
+        self.batches: list[int] = []
+        self.configure_calls = 0
+        self.steer: dict[str, Any] = {}
+        self.task: str | None = None
+
+    def predict_chunk(self, obs: Observation, prefix: np.ndarray | None = None, start_step: int | None = None) -> Chunk:
+        self.calls += 1
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        return self._chunk(obs, prefix, start_step)
+
+    def predict_chunks(self, items: list[Any]) -> list[Chunk]:
+        """The batched form (``BatchItem``s of several sessions): one delay for the whole batch."""
+        self.calls += 1
+        self.batches.append(len(items))
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        return [self._chunk(it.obs, it.prefix, it.start_step, new_episode=it.new_episode) for it in items]
+
+    def _chunk(
+        self, obs: Observation, prefix: np.ndarray | None, start_step: int | None, new_episode: bool | None = None
+    ) -> Chunk:
+        if self.fail_task is not None and obs.get(TASK) == self.fail_task:
+            raise RuntimeError(f"fixed policy told to fail on task {self.fail_task!r}")
+        step = int(obs.get(STEP, 0)) if start_step is None else int(start_step)
+        info: dict[str, Any] = {"latency_ms": self.delay_s * 1e3, "steer": {}}
+        if self.echo:
+            info["echo"] = {
+                "step": int(obs.get(STEP, -1)),
+                "task": obs.get(TASK),
+                "prefix_rows": None if prefix is None else int(prefix.shape[0]),
+                "sums": {k: float(np.asarray(obs[k], dtype=np.float64).sum()) for k in self.spec.observation},
+                "steer": dict(self.steer),
+                "configured_task": self.task,
+                "resets": self.resets,
+                "configure_calls": self.configure_calls,
+                "new_episode": new_episode,
+            }
+        return Chunk(actions=self.actions.copy(), start_step=step, info=info)
+
+    def configure(self, task: str | None = None, steer: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Accepts any settings except a key named ``invalid`` (to test the server's refusal path)."""
+        self.configure_calls += 1
+        if steer and "invalid" in steer:
+            raise ValueError("steer setting 'invalid' is not accepted")
+        self.task = task
+        self.steer = dict(steer or {})
+        return dict(self.steer)
+
+    def reset(self) -> None:
+        self.resets += 1
+
+
+@dataclass
+class FixedServeConfig:
+    """``python -m policy_steer.transport.fixed_policy``: a server around :class:`FixedChunkPolicy`."""
+
+    bind: str = "tcp://127.0.0.1:5555"
+    telemetry: str | None = None
+    curve_keys: str | None = None
+    trusted_network: bool = False
+    state_dim: int = 32
+    cameras: StrList = field(default_factory=StrList)  # name:HxW, e.g. front:224x224,wrist:480x640
+    horizon: int = 16
+    action_dim: int = 7
+    control_hz: float = 10.0
+    delay_s: float = 0.0
+    echo: bool = False
+    fail_task: str | None = None
+    session_timeout_s: float = 30.0
+    max_sessions: int = 64
+    max_batch: int = 1
+
+
+def _parse_cameras(items: list[str]) -> dict[str, tuple[int, int]]:
+    cams = {}
+    for item in items:
+        name, _, size = item.partition(":")
+        h, _, w = size.partition("x")
+        cams[name] = (int(h), int(w))
+    return cams
+
+
+def main(argv: list[str] | None = None) -> int:
+    from policy_steer.errors import PolicySteerError
+    from policy_steer.transport.server import PolicyServer, ServerConfig
+
+    try:
+        cfg = parse_config(FixedServeConfig, list(sys.argv[1:] if argv is None else argv))
+        spec = fixed_spec(cfg.state_dim, _parse_cameras(cfg.cameras), cfg.horizon, cfg.action_dim, cfg.control_hz)
+        policy = FixedChunkPolicy(spec, delay_s=cfg.delay_s, echo=cfg.echo, fail_task=cfg.fail_task)
+        server = PolicyServer(
+            policy,
+            ServerConfig(
+                bind=cfg.bind,
+                telemetry=cfg.telemetry,
+                curve_keys=cfg.curve_keys,
+                trusted_network=cfg.trusted_network,
+                session_timeout_s=cfg.session_timeout_s,
+                max_sessions=cfg.max_sessions,
+                max_batch=cfg.max_batch,
+            ),
+        )
+        server.start()
+    except PolicySteerError as e:
+        print(f"fixed_policy: error: {e}", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    print(f"ready {server.endpoint} telemetry={server.telemetry_endpoint}", flush=True)
+    while not stop.wait(0.2):
+        pass
+    server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,486 @@
+"""The policy server: a ROUTER socket speaking PROTOCOL.md v1 in front of a :class:`ServedPolicy`.
+
+Two threads. The **socket thread** owns every socket: it decodes and checks each message, answers
+``hello``, ``ping`` and every malformed message at once, validates ``observe`` arrays against the
+session's spec (names, dtype, shape, finite floats) and queues the valid ones. The **inference
+thread** (:mod:`.inference`) runs the policy and hands replies back through a wake-up socket.
+
+Robustness: nothing a client sends can end the server (every failure becomes an ``error`` reply,
+bounded in size); sizes are checked on the header before arrays are read; libzmq itself refuses any
+frame above the message limit (``MAXMSGSIZE``) and drops replies to clients that do not read them
+(ROUTER without ``ROUTER_MANDATORY``), so a slow or hostile client cannot block the loop. Memory is
+bounded by the session limit (one queued observe per session) and the socket high-water marks.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import zmq
+
+from policy_steer.errors import ConfigError
+from policy_steer.transport.codec import FLOAT_DTYPES, Limits, decode, encode
+from policy_steer.transport.errors import BAD_ARRAY, BAD_HEADER, BUSY, INTERNAL, NO_SESSION, ProtocolError
+from policy_steer.transport.inference import InferenceWorker, Outgoing, ServedPolicy, error_frames
+from policy_steer.transport.messages import (
+    CONFIGURE,
+    HELLO,
+    OBSERVE,
+    PING,
+    PONG,
+    PREFIX,
+    SERVER_ACCEPTS,
+    WELCOME,
+    Message,
+)
+from policy_steer.transport.scheduler import CONFIGURE_JOB, OBSERVE_JOB, Job, JobQueue
+from policy_steer.transport.security import CurveServer, check_bind
+from policy_steer.transport.sessions import Session, SessionTable
+from policy_steer.transport.telemetry import TelemetryPublisher
+
+log = logging.getLogger(__name__)
+
+SERVER_NAME = "policy-steer/0.1.0"
+
+
+@dataclass
+class ServerConfig:
+    """Options of :class:`PolicyServer` (and of ``policy-steer serve``)."""
+
+    bind: str = "tcp://127.0.0.1:5555"
+    telemetry: str | None = None  # PUB endpoint, e.g. tcp://127.0.0.1:5556; None: no telemetry
+    telemetry_hwm: int = 100  # messages queued per subscriber before they are dropped
+    curve_keys: str | None = None  # folder from `policy-steer keys`; None: no encryption
+    trusted_network: bool = False  # allow a non-loopback bind without CURVE
+    session_timeout_s: float = 30.0
+    max_sessions: int = 64
+    max_message_bytes: int = 64 * 2**20
+    metrics_interval_s: float = 1.0
+    max_batch: int = 1  # >1: run queued observes of several sessions as one call, if the policy has predict_chunks
+    max_error_events_per_s: int = 20  # error events on telemetry (all are counted in metrics)
+
+
+@dataclass
+class ServerStats:
+    received: int = 0
+    chunks: int = 0
+    welcomes: int = 0
+    pongs: int = 0
+    configured: int = 0
+    busy: int = 0
+    errors: dict[str, int] | None = None
+    expired: int = 0
+
+    def __post_init__(self) -> None:
+        self.errors = self.errors or {}
+
+
+class PolicyServer:
+    """``start()`` binds and returns; ``stop()`` closes everything. Also a context manager.
+
+    ``endpoint`` / ``telemetry_endpoint`` are the bound addresses (``tcp://127.0.0.1:*`` picks a port).
+    """
+
+    def __init__(self, policy: ServedPolicy, config: ServerConfig | None = None) -> None:
+        self.policy = policy
+        self.config = cfg = config or ServerConfig()
+        self.spec = policy.spec
+        self.limits = Limits(max_message_bytes=cfg.max_message_bytes)
+        self.sessions = SessionTable(timeout_s=cfg.session_timeout_s, max_sessions=cfg.max_sessions)
+        self.queue = JobQueue()
+        self.stats = ServerStats()
+        self.endpoint: str | None = None
+        self.telemetry_endpoint: str | None = None
+        self._seq = itertools.count()
+        self._outbox: deque[Outgoing] = deque()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._started = threading.Event()
+        self._start_error: BaseException | None = None
+        self._latencies: list[float] = []
+        self._error_events = 0
+        self._welcome_fields = self._make_welcome_fields()
+        self.context = zmq.Context()
+        self.curve: CurveServer | None = None
+        self.router: zmq.Socket | None = None
+        self.pub: TelemetryPublisher | None = None
+        self.worker: InferenceWorker | None = None
+        self._wake_addr = f"inproc://policy-steer-wake-{id(self)}"
+        self._wake_push: zmq.Socket | None = None
+        self._wake_lock = threading.Lock()
+
+    # --- lifecycle ------------------------------------------------------------------------------
+    def start(self) -> PolicyServer:
+        cfg = self.config
+        check_bind(cfg.bind, cfg.curve_keys is not None, cfg.trusted_network)
+        if cfg.telemetry:
+            check_bind(cfg.telemetry, cfg.curve_keys is not None, cfg.trusted_network)
+        if cfg.curve_keys:
+            self.curve = CurveServer(self.context, cfg.curve_keys)
+        self._thread = threading.Thread(target=self._run, name="policy-steer-sockets", daemon=True)
+        self._thread.start()
+        self._started.wait()
+        if self._start_error is not None:
+            self.stop()
+            err = self._start_error
+            where = cfg.bind + (f" and {cfg.telemetry}" if cfg.telemetry else "")
+            raise ConfigError(f"cannot bind {where}: {err}") if isinstance(err, zmq.ZMQError) else err
+        self.worker = InferenceWorker(
+            self.policy, self.queue, self._post, lambda: next(self._seq), max_batch=cfg.max_batch
+        )
+        self.worker.start()
+        security = (
+            f"CURVE, {self.curve.n_allowed} allowed client key(s)"
+            if self.curve
+            else ("no CURVE, loopback only" if not cfg.trusted_network else "no CURVE, trusted network")
+        )
+        log.info(
+            "serving %s on %s (%s)%s",
+            self.spec.name,
+            self.endpoint,
+            security,
+            f", telemetry on {self.telemetry_endpoint}" if self.telemetry_endpoint else "",
+        )
+        return self
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        self._stop.set()
+        for job in self.queue.close():
+            job.frames = []
+        if self.worker is not None:
+            self.worker.stop()
+            self.worker.join(timeout_s)
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+        if self.curve is not None:
+            self.curve.stop()
+            self.curve = None
+        with self._wake_lock:
+            if self._wake_push is not None:
+                self._wake_push.close(linger=0)
+                self._wake_push = None
+        if self.worker is None or not self.worker.is_alive():
+            if not self.context.closed:
+                self.context.term()
+        else:  # a chunk still computing: let the process exit take the context with it
+            log.warning("inference thread still busy after %.1f s; leaving it", timeout_s)
+
+    def __enter__(self) -> PolicyServer:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    # --- the socket thread ----------------------------------------------------------------------
+    def _open_sockets(self) -> tuple[zmq.Socket, zmq.Socket, TelemetryPublisher | None]:
+        cfg = self.config
+        opened: list[Any] = []
+        try:
+            router = self.context.socket(zmq.ROUTER)
+            opened.append(router)
+            router.setsockopt(zmq.LINGER, 0)
+            # libzmq disconnects a peer that sends a frame above this, before allocating it.
+            router.setsockopt(zmq.MAXMSGSIZE, self.limits.max_message_bytes + self.limits.max_header_bytes)
+            router.setsockopt(zmq.RCVHWM, 100)  # per client: messages waiting to be read (a robot has a few in flight)
+            router.setsockopt(zmq.SNDHWM, 1000)
+            if self.curve is not None:
+                self.curve.apply(router)
+            router.bind(cfg.bind)
+            self.endpoint = router.getsockopt_string(zmq.LAST_ENDPOINT)
+            wake = self.context.socket(zmq.PULL)
+            opened.append(wake)
+            wake.setsockopt(zmq.LINGER, 0)
+            wake.bind(self._wake_addr)
+            pub = None
+            if cfg.telemetry:
+                pub = TelemetryPublisher(cfg.telemetry, self.context, hwm=cfg.telemetry_hwm, curve=self.curve)
+                self.telemetry_endpoint = pub.endpoint
+            return router, wake, pub
+        except BaseException:
+            for sock in opened:  # an open socket would hang context.term() in stop()
+                sock.close(linger=0)
+            raise
+
+    def _run(self) -> None:
+        try:
+            router, wake, pub = self._open_sockets()
+        except BaseException as e:
+            self._start_error = e
+            self._started.set()
+            return
+        self.router, self.pub = router, pub
+        self._started.set()
+        poller = zmq.Poller()
+        poller.register(router, zmq.POLLIN)
+        poller.register(wake, zmq.POLLIN)
+        next_expiry = next_metrics = time.monotonic() + 1.0
+        try:
+            while not self._stop.is_set():
+                events = dict(poller.poll(100))
+                if wake in events:
+                    while True:
+                        try:
+                            wake.recv(zmq.NOBLOCK)
+                        except zmq.Again:
+                            break
+                if router in events:
+                    for _ in range(64):  # a bounded burst, then replies get their turn
+                        try:
+                            frames = router.recv_multipart(zmq.NOBLOCK, copy=False)
+                        except zmq.Again:
+                            break
+                        self._handle(frames)
+                self._flush()
+                now = time.monotonic()
+                if now >= next_expiry:
+                    self._expire(now)
+                    next_expiry = now + 1.0
+                if pub is not None and now >= next_metrics:
+                    self._publish_metrics()
+                    next_metrics = now + self.config.metrics_interval_s
+        except Exception:  # the loop itself must not fail silently
+            log.exception("socket loop failed")
+            raise
+        finally:
+            router.close(linger=0)
+            wake.close(linger=0)
+            if pub is not None:
+                pub.close()
+
+    def _post(self, out: Outgoing) -> None:
+        """From the inference thread: queue a reply and wake the socket thread."""
+        self._outbox.append(out)
+        with self._wake_lock:
+            if self._wake_push is None:
+                if self._stop.is_set():
+                    return
+                self._wake_push = self.context.socket(zmq.PUSH)
+                self._wake_push.setsockopt(zmq.LINGER, 0)
+                self._wake_push.connect(self._wake_addr)
+            try:
+                self._wake_push.send(b"", zmq.NOBLOCK)
+            except zmq.Again:  # the socket thread has wake-ups queued already
+                pass
+
+    def _flush(self) -> None:
+        while self._outbox:
+            out = self._outbox.popleft()
+            self._send(out.identity, out.frames)
+            if out.kind == "chunk":
+                self.stats.chunks += 1
+                if out.server_ms is not None:
+                    self._latencies.append(out.server_ms)
+            elif out.kind == "configured":
+                self.stats.configured += 1
+            else:
+                self._count_error(out.kind)
+            if out.telemetry is not None and self.pub is not None:
+                self.pub.publish(*out.telemetry)
+
+    def _send(self, identity: bytes, frames: list[Any]) -> None:
+        try:
+            self.router.send_multipart([identity, *frames], flags=zmq.NOBLOCK, copy=False)
+        except zmq.ZMQError:  # the peer is gone or not reading: ROUTER drops, so do we
+            pass
+
+    # --- messages -------------------------------------------------------------------------------
+    def _handle(self, frames: list[zmq.Frame]) -> None:
+        identity = frames[0].bytes
+        peer = identity
+        if self.curve is not None:  # bind sessions to the client's key as well as its connection
+            peer = identity + b"|" + (frames[0].get("User-Id") or "").encode()
+        now = time.monotonic()
+        self.stats.received += 1
+        self.sessions.touch(peer, now)
+        try:
+            msg = decode(frames[1:], accept=SERVER_ACCEPTS, limits=self.limits)
+            kind = msg.type
+            if kind == PING:
+                self._send(identity, encode({"type": PONG, "seq": next(self._seq), "re": msg.seq}))
+                self.stats.pongs += 1
+            elif kind == PONG:
+                pass  # an answer to nothing we sent; it kept the session alive
+            elif kind == HELLO:
+                self._hello(identity, peer, msg, now)
+            elif kind == OBSERVE:
+                self._observe(identity, peer, msg, frames, now)
+            elif kind == CONFIGURE:
+                self._configure(identity, peer, msg, now)
+        except ProtocolError as e:
+            self._reply_error(identity, e.code, e.message, e.re)
+        except Exception as e:  # a bug of ours: answer, log, keep serving
+            log.exception("failed to handle a message")
+            self._reply_error(identity, INTERNAL, f"{type(e).__name__}: {e}", None)
+
+    def _reply_error(self, identity: bytes, code: str, message: str, re: int | None) -> None:
+        self._send(identity, error_frames(next(self._seq), code, message, re))
+        self._count_error(code)
+        if self.pub is not None and self._error_events < self.config.max_error_events_per_s:
+            self._error_events += 1
+            self.pub.publish("event", {"session": "", "event": "error", "code": code, "message": message[:200]})
+
+    def _count_error(self, code: str) -> None:
+        if code == BUSY:
+            self.stats.busy += 1
+        self.stats.errors[code] = self.stats.errors.get(code, 0) + 1
+
+    def _make_welcome_fields(self) -> dict[str, Any]:
+        s = self.spec
+        return {
+            "policy": {
+                "name": s.name,
+                "family": s.family,
+                "horizon": int(s.horizon),
+                "action_dim": int(s.action_dim),
+                "n_action_steps": int(s.n_action_steps),
+                "control_hz": float(s.control_hz),
+            },
+            "observation": {
+                k: {"dtype": f.dtype, "shape": [int(d) for d in f.shape]} for k, f in s.observation.items()
+            },
+            "action": {"dtype": "<f4", "shape": [int(s.horizon), int(s.action_dim)]},
+            "server": SERVER_NAME,
+        }
+
+    def _hello(self, identity: bytes, peer: bytes, msg: Message, now: float) -> None:
+        session, replaced = self.sessions.open(peer, msg.get("client"), float(msg.get("control_hz")), now, msg.seq)
+        if replaced is not None:
+            self._close_session(replaced, "replaced by a new hello")
+        header = {"type": WELCOME, "seq": next(self._seq), "re": msg.seq, "session": session.id, **self._welcome_fields}
+        self._send(identity, encode(header))
+        self.stats.welcomes += 1
+        if self.pub is not None:
+            self.pub.publish(
+                "event",
+                {
+                    "session": session.id,
+                    "event": "session_opened",
+                    "client": session.client,
+                    "control_hz": session.control_hz,
+                },
+            )
+
+    def _check_arrays(self, msg: Message) -> np.ndarray | None:
+        """The observe's arrays against the spec promised in ``welcome``; returns the prefix (or None)."""
+        re = msg.seq
+        features = self.spec.observation
+        for name, feat in features.items():
+            arr = msg.arrays.get(name)
+            if arr is None:
+                raise ProtocolError(
+                    BAD_ARRAY, f"observe: array {name!r} is missing (welcome asked for {sorted(features)})", re
+                )
+            if arr.dtype.str != feat.dtype or arr.shape != tuple(feat.shape):
+                raise ProtocolError(
+                    BAD_ARRAY,
+                    f"observe: array {name!r} is {arr.dtype.str} {list(arr.shape)}; welcome promised {feat.dtype} {list(feat.shape)}",
+                    re,
+                )
+            if feat.dtype in FLOAT_DTYPES and not np.isfinite(arr).all():
+                raise ProtocolError(BAD_ARRAY, f"observe: array {name!r} holds non-finite values", re)
+        extra = set(msg.arrays) - set(features) - {PREFIX}
+        if extra:
+            raise ProtocolError(
+                BAD_ARRAY,
+                f"observe: unexpected arrays {sorted(extra)[:4]} (welcome asked for {sorted(features)} and optional 'prefix')",
+                re,
+            )
+        prefix = msg.arrays.get(PREFIX)
+        if prefix is not None:
+            a = self.spec.action_dim
+            if prefix.dtype.str != "<f4" or prefix.ndim != 2 or prefix.shape[1] != a:
+                raise ProtocolError(
+                    BAD_ARRAY,
+                    f"observe: 'prefix' is {prefix.dtype.str} {list(prefix.shape)}; it must be <f4 [d, {a}]",
+                    re,
+                )
+            if not np.isfinite(prefix).all():
+                raise ProtocolError(BAD_ARRAY, "observe: 'prefix' holds non-finite values", re)
+        return prefix
+
+    def _observe(self, identity: bytes, peer: bytes, msg: Message, frames: list[Any], now: float) -> None:
+        session = self.sessions.get(msg.get("session"), peer, msg.seq)
+        prefix = self._check_arrays(msg)
+        job = Job(
+            kind=OBSERVE_JOB,
+            session=session,
+            identity=identity,
+            seq=msg.seq,
+            received=now,
+            stamp=float(msg.get("stamp")),
+            step=msg.get("step"),
+            start_step=msg.get("start_step"),
+            state_kind=msg.get("state_kind"),
+            task=msg.get("task"),
+            arrays={k: v for k, v in msg.arrays.items() if k != PREFIX},
+            prefix=prefix,
+            frames=frames,
+        )
+        old = self.queue.put(job)
+        if old is not None:
+            old.frames = []
+            self._reply_error(
+                old.identity,
+                BUSY,
+                f"observe of step {old.step} dropped: a newer observe (step {job.step}) of the session arrived",
+                old.seq,
+            )
+
+    def _configure(self, identity: bytes, peer: bytes, msg: Message, now: float) -> None:
+        session = self.sessions.get(msg.get("session"), peer, msg.seq)
+        steer = msg.get("steer")
+        if steer and not callable(getattr(self.policy, "configure", None)):
+            raise ProtocolError(
+                BAD_HEADER, "configure: 'steer' given but this server's policy takes no steering settings", msg.seq
+            )
+        job = Job(
+            kind=CONFIGURE_JOB,
+            session=session,
+            identity=identity,
+            seq=msg.seq,
+            received=now,
+            task=msg.get("task"),
+            steer=steer,
+        )
+        self.queue.put(job)
+
+    def _close_session(self, session: Session, why: str) -> None:
+        for job in self.queue.drop_session(session):
+            job.frames = []
+            self._reply_error(
+                job.identity, NO_SESSION, f"session {session.id} closed ({why}) before this request ran", job.seq
+            )
+        if self.pub is not None:
+            self.pub.publish("event", {"session": session.id, "event": "session_closed", "why": why})
+
+    def _expire(self, now: float) -> None:
+        self._error_events = 0  # the per-second budget of error events
+        for session in self.sessions.expire(now):
+            self.stats.expired += 1
+            self._close_session(session, f"no message for {self.sessions.timeout_s:g} s")
+
+    def _publish_metrics(self) -> None:
+        lat = np.asarray(self._latencies or [np.nan])
+        self._latencies = []
+        self.pub.publish(
+            "metrics",
+            {
+                "session": "",
+                "sessions": len(self.sessions),
+                "queued": len(self.queue),
+                "received": self.stats.received,
+                "chunks": self.stats.chunks,
+                "busy": self.stats.busy,
+                "errors": dict(self.stats.errors),
+                "server_ms_p50": float(np.nanpercentile(lat, 50)) if np.isfinite(lat).any() else None,
+                "server_ms_p99": float(np.nanpercentile(lat, 99)) if np.isfinite(lat).any() else None,
+                "chunks_in_interval": int(np.isfinite(lat).sum()),
+            },
+        )
