@@ -12,7 +12,7 @@ from policy_steer.errors import ValidationError
 from policy_steer.policies.base import DenoisingPolicy
 from policy_steer.sampler import Sampler, SamplerConfig
 from policy_steer.steering.base import Strategy
-from policy_steer.types import STEP, Chunk, Observation
+from policy_steer.types import STEP, TASK, Chunk, Observation
 
 
 class SteeredPolicy:
@@ -32,9 +32,67 @@ class SteeredPolicy:
     ) -> None:
         self.policy = policy
         self.strategies = list(strategies or [])
-        self.sampler = Sampler(policy, sampler)
+        self.sampler_config = sampler or SamplerConfig()
+        self.sampler = Sampler(policy, self.sampler_config)
         self.generator = torch.Generator(device=policy.device)
         self.generator.manual_seed(seed if seed is not None else int(torch.seed() % (2**63)))
+        self.task: str | None = None  # an instruction that overrides the observation's (``configure``)
+        # The steering method and settings this policy was built with; ``configure`` starts from them.
+        self.method = "none"
+        self.method_settings: dict[str, Any] = {}
+        self._default = ("none", {})
+
+    @classmethod
+    def from_method(
+        cls,
+        policy: DenoisingPolicy,
+        method: str = "none",
+        settings: dict[str, Any] | None = None,
+        sampler: SamplerConfig | None = None,
+        seed: int | None = None,
+    ) -> "SteeredPolicy":
+        """Build the strategies of a registered steering method (``"none"``, ``"taco"``, ``"taco+vls"``, ...)."""
+        from policy_steer.steering.registry import build_steering
+
+        settings = dict(settings or {})
+        setup = build_steering(policy, method, settings)
+        steered = cls(policy, setup.strategies, sampler=setup.sampler or sampler, seed=seed)
+        steered.method, steered.method_settings = method, settings
+        steered._default = (method, dict(settings))
+        return steered
+
+    def configure(self, task: str | None = None, steer: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Change the instruction and the steering settings (the protocol's ``configure``).
+
+        ``steer`` is the whole map wanted, e.g. ``{"method": "taco", "candidates": 8}``; ``{}`` means
+        this policy's defaults; a key set to None falls back to its default. Returns the settings now
+        in force. An unknown method or a bad value raises ConfigError and changes nothing.
+        """
+        from policy_steer.steering.registry import build_steering
+
+        if steer is not None:
+            method, settings = self._default[0], dict(self._default[1])
+            for key, value in steer.items():
+                if key == "method":
+                    method = self._default[0] if value is None else str(value)
+                elif value is None:
+                    settings.pop(key, None)
+                    if key in self._default[1]:
+                        settings[key] = self._default[1][key]
+                else:
+                    settings[key] = value
+            setup = build_steering(self.policy, method, settings)
+            self.strategies = setup.strategies
+            self.sampler = Sampler(self.policy, setup.sampler or self.sampler_config)
+            self.method, self.method_settings = method, settings
+        self.task = task
+        return {"method": self.method, **self.method_settings}
+
+    def export_session_state(self) -> Any:
+        return self.policy.export_session_state()
+
+    def import_session_state(self, state: Any) -> None:
+        self.policy.import_session_state(state)
 
     @property
     def spec(self):
@@ -58,23 +116,42 @@ class SteeredPolicy:
 
     @torch.no_grad()
     def predict_chunk(
-        self, obs: Observation, prefix: np.ndarray | None = None, start_step: int | None = None
+        self,
+        obs: Observation,
+        prefix: np.ndarray | None = None,
+        start_step: int | None = None,
+        prefix_start: int | None = None,
+        prefix_committed: int | None = None,
     ) -> Chunk:
-        """One chunk for ``obs``; ``prefix`` [d, A] (policy units) are actions already committed before it."""
+        """One chunk for ``obs``; ``prefix`` [P, A] (policy units) is the previous plan around its start.
+
+        By default (PROTOCOL.md) the prefix holds actions already committed before ``start_step``.
+        ``prefix_start`` (the control index of its row 0) and ``prefix_committed`` (how many of its
+        leading rows run for sure) let a runtime pass a longer previous plan that overlaps the chunk
+        (RTC's soft-masked inpainting); strategies that do not read a prefix ignore all three.
+        """
         t0 = time.perf_counter()
+        if self.task is not None:
+            obs = {**obs, TASK: self.task}
         policy = self.policy
         n = self.candidates
         ctx = policy.expand(policy.prepare(obs), n)
         t_prep = time.perf_counter()
         noise = policy.make_noise(n, self.generator)
         prefix_t = None if prefix is None else self._prefix_tensor(prefix)
-        result = self.sampler.sample(ctx, noise, self.strategies, generator=self.generator, prefix=prefix_t, obs=obs)
+        step = int(obs.get(STEP, 0)) if start_step is None else int(start_step)
+        offset = None
+        if prefix_t is not None and prefix_start is not None:
+            offset = int(prefix_start) - step
+        result = self.sampler.sample(
+            ctx, noise, self.strategies, generator=self.generator, prefix=prefix_t, obs=obs,
+            prefix_offset=offset, prefix_committed=prefix_committed,
+        )
         x = result.x0[result.winner, policy.chunk_slice]
         actions = policy.unnormalize_actions(x).cpu().numpy().astype(np.float32)
         if not np.all(np.isfinite(actions)):
             raise ValidationError("the policy produced non-finite actions; refusing to return them")
         t1 = time.perf_counter()
-        step = int(obs.get(STEP, 0)) if start_step is None else int(start_step)
         info: dict[str, Any] = {
             "latency_ms": (t1 - t0) * 1e3,
             "prepare_ms": (t_prep - t0) * 1e3,

@@ -107,3 +107,13 @@ class DenoisingPolicy(ABC):
 
     def reset(self) -> None:
         """Forget observation history (call at episode start)."""
+
+    def export_session_state(self) -> Any:
+        """Per-episode state (the observation history), so one model can serve several robots."""
+        history = getattr(self, "history", None)
+        return None if history is None else history.export()
+
+    def import_session_state(self, state: Any) -> None:
+        history = getattr(self, "history", None)
+        if history is not None:
+            history.load(state)

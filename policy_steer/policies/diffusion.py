@@ -13,12 +13,11 @@
 
 from __future__ import annotations
 
-from collections import deque
-
 import torch
 from torch import Tensor
 
 from policy_steer.policies.base import Context, DenoisingPolicy
+from policy_steer.policies.history import ObservationHistory
 from policy_steer.policies.normalization import ActionNormalizer
 from policy_steer.policies.observation import spec_features_from_lerobot, to_policy_inputs
 from policy_steer.schedules import DiffusionSchedule
@@ -48,7 +47,7 @@ class DiffusionAdapter(DenoisingPolicy):
             n_obs_steps=cfg.n_obs_steps,
         )
         self.schedule = DiffusionSchedule(self.model.noise_scheduler, default_steps=self.model.num_inference_steps)
-        self._history: deque[tuple[int | None, dict[str, Tensor]]] = deque(maxlen=cfg.n_obs_steps)
+        self.history = ObservationHistory(cfg.n_obs_steps)
         self._bottleneck: Tensor | None = None
         self.unet.mid_modules[-1].register_forward_hook(self._keep_bottleneck)
 
@@ -62,7 +61,7 @@ class DiffusionAdapter(DenoisingPolicy):
         return slice(start, start + self.spec.horizon)
 
     def reset(self) -> None:
-        self._history.clear()
+        self.history.clear()
 
     def _keep_bottleneck(self, module, inputs, output) -> None:
         self._bottleneck = output
@@ -74,14 +73,8 @@ class DiffusionAdapter(DenoisingPolicy):
 
     def prepare(self, obs: Observation) -> Context:
         frame = self._normalised_frame(obs)
-        step = obs.get(STEP)
-        if self._history and step is not None and self._history[-1][0] == step:
-            self._history[-1] = (step, frame)  # the same control step again (e.g. a re-plan)
-        else:
-            self._history.append((step, frame))
-        frames = [f for _, f in self._history]
-        frames = [frames[0]] * (self.config.n_obs_steps - len(frames)) + frames  # pad like lerobot's queues
-        batch = {k: torch.stack([f[k] for f in frames], dim=1) for k in frames[0]}  # [1, n_obs, ...]
+        self.history.push(obs.get(STEP), frame)
+        batch = self.history.stacked()  # [1, n_obs, ...]
         if self.config.image_features:
             batch[OBS_IMAGES] = torch.stack([batch[k] for k in self.config.image_features], dim=-4)
         with torch.no_grad():

@@ -26,12 +26,11 @@ horizon with that vector (plus a time embedding) as AdaLN conditioning. Both obj
 from __future__ import annotations
 
 import logging
-from collections import deque
-
 import torch
 from torch import Tensor
 
 from policy_steer.policies.base import Context, DenoisingPolicy
+from policy_steer.policies.history import ObservationHistory
 from policy_steer.policies.normalization import ActionNormalizer
 from policy_steer.policies.observation import spec_features_from_lerobot, to_policy_inputs
 from policy_steer.schedules import DiffusionSchedule, FlowSchedule, dit_path
@@ -77,7 +76,7 @@ class MultiTaskDiTAdapter(DenoisingPolicy):
             n_obs_steps=int(cfg.n_obs_steps),
         )
         self.encode_calls = 0  # observation encoder runs (one per prepare)
-        self._history: deque[tuple[int | None, dict[str, Tensor]]] = deque(maxlen=cfg.n_obs_steps)
+        self.history = ObservationHistory(cfg.n_obs_steps)
         self._last_hidden: Tensor | None = None
         self.net.transformer_blocks[-1].register_forward_hook(self._keep_last_hidden)
 
@@ -91,7 +90,7 @@ class MultiTaskDiTAdapter(DenoisingPolicy):
         return slice(start, start + self.spec.horizon)
 
     def reset(self) -> None:
-        self._history.clear()
+        self.history.clear()
 
     def _keep_last_hidden(self, module, inputs, output) -> None:
         self._last_hidden = output  # [B, horizon, hidden_dim]
@@ -102,14 +101,8 @@ class MultiTaskDiTAdapter(DenoisingPolicy):
         frame = {OBS_STATE: batch[OBS_STATE]}
         if self.config.image_features:  # [1, n_cam, C, H, W], as lerobot's _prepare_batch stacks them
             frame[OBS_IMAGES] = torch.stack([batch[k] for k in self.config.image_features], dim=-4)
-        step = obs.get(STEP)
-        if self._history and step is not None and self._history[-1][0] == step:
-            self._history[-1] = (step, frame)  # the same control step again (a re-plan)
-        else:
-            self._history.append((step, frame))
-        frames = [f for _, f in self._history]
-        frames = [frames[0]] * (self.config.n_obs_steps - len(frames)) + frames  # pad like lerobot's queues
-        stacked = {k: torch.stack([f[k] for f in frames], dim=1) for k in frames[0]}  # [1, n_obs, ...]
+        self.history.push(obs.get(STEP), frame)
+        stacked = self.history.stacked()  # [1, n_obs, ...]
         stacked.update({k: batch[k] for k in LANG_KEYS if k in batch})
         cond = self.encoder.encode(stacked)
         self.encode_calls += 1

@@ -28,7 +28,9 @@ class ServeConfig:
     policy: str = ""  # lerobot checkpoint folder or hub id
     bind: str = "tcp://127.0.0.1:5555"  # ROUTER endpoint; tcp://127.0.0.1:* picks a free port
     telemetry: str | None = None  # PUB endpoint, e.g. tcp://127.0.0.1:5556
-    steer: str = "none"  # steering methods (only "none" so far)
+    steer: str = "none"  # steering method: none, taco, vls, rtc, or a+b
+    # Settings of the steering method, e.g. '{candidates: 16, verifier: cfn}'; clients may change them with `configure`.
+    steer_settings: dict = field(default_factory=dict)
     device: str = "cpu"  # torch device of the policy
     seed: int | None = None  # seed of the sampler's noise (None: random)
     curve_keys: str | None = None  # folder made by `policy-steer keys`
@@ -49,10 +51,8 @@ def build_served_policy(cfg: ServeConfig) -> ServedPolicy:
 
     if not cfg.policy:
         raise ConfigError("--policy is required (a lerobot checkpoint folder or hub id)")
-    if cfg.steer != "none":
-        raise ConfigError(f"--steer {cfg.steer!r}: the server supports only 'none' for now")
     base = load_policy(cfg.policy, device=cfg.device)
-    return SteeredPolicy(base, strategies=[], seed=cfg.seed)
+    return SteeredPolicy.from_method(base, cfg.steer, dict(cfg.steer_settings), seed=cfg.seed)
 
 
 def server_config(cfg: ServeConfig) -> ServerConfig:
