@@ -41,7 +41,9 @@ class SamplerRun:
     ctx: Context
     x: Tensor  # [B, H, A] current sample
     generator: torch.Generator | None = None
-    prefix: Tensor | None = None  # [d, A] normalised actions already committed before the chunk starts
+    prefix: Tensor | None = None  # [P, A] normalised actions of the previous plan (see prefix_offset)
+    prefix_offset: int = 0  # chunk row at which prefix row 0 runs (-P: the prefix ends right before the chunk)
+    prefix_committed: int | None = None  # how many leading prefix rows run for sure (None: all of them)
     obs: dict[str, Any] | None = None  # the raw observation the chunk is conditioned on
     strategies: list[Strategy] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
@@ -126,15 +128,23 @@ class Sampler:
         generator: torch.Generator | None = None,
         prefix: Tensor | None = None,
         obs: dict[str, Any] | None = None,
+        prefix_offset: int | None = None,
+        prefix_committed: int | None = None,
     ) -> SampleResult:
-        """Run the loop from ``noise`` [B, H, A] with ``ctx`` already expanded to B rows."""
+        """Run the loop from ``noise`` [B, H, A] with ``ctx`` already expanded to B rows.
+
+        ``prefix`` [P, A] (normalised) is the previous plan that strategies such as RTC inpainting
+        follow: its row 0 runs at chunk row ``prefix_offset`` (default -P: it ends right before the
+        chunk) and its first ``prefix_committed`` rows (default all) run whatever this chunk says.
+        """
         strategies = list(strategies or [])
         policy, plan = self.policy, self._plan
         if ctx.batch_size != noise.shape[0]:
             raise ValueError(f"context has {ctx.batch_size} rows but noise has {noise.shape[0]}")
         run = SamplerRun(
             policy=policy, plan=plan, ctx=ctx, x=noise, generator=generator, prefix=prefix, obs=obs,
-            strategies=strategies, ancestry=torch.arange(noise.shape[0], device=noise.device),
+            prefix_offset=(-int(prefix.shape[0]) if prefix is not None else 0) if prefix_offset is None else int(prefix_offset),
+            prefix_committed=prefix_committed, strategies=strategies, ancestry=torch.arange(noise.shape[0], device=noise.device),
         )
         for s in strategies:
             s.begin(run)
@@ -156,14 +166,16 @@ class Sampler:
 
         x0 = run.x.detach()
         scores: dict[str, list[float]] = {}
-        winner, decided = 0, False
+        winner, decided_by = 0, None
         for s in strategies:
             sc = s.score(run, x0)
             if sc is None:
                 continue
             scores[s.name] = [float(v) for v in sc]
-            if s.selects and not decided:
-                winner, decided = int(torch.argmax(sc).item()), True  # argmax returns the first maximum
+            if s.selects and decided_by is None:
+                winner, decided_by = int(torch.argmax(sc).item()), s.name  # argmax returns the first maximum
+        for s in strategies:
+            s.selected(run, winner, decided_by)
         return SampleResult(x0=x0, winner=winner, scores=scores, info=run.info, ancestry=run.ancestry.tolist())
 
     def _model_step(self, run: SamplerRun, k: int, t: Tensor, with_grad: bool, features: bool) -> StepView:

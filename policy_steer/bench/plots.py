@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -104,6 +105,57 @@ def plot_along_axis(runs: list[dict[str, Any]], axis: str, metric: str, path: Pa
     return path
 
 
+def plot_latency_panels(runs: list[dict[str, Any]], metric: str, path: Path, ylabel: str) -> Path | None:
+    """``metric`` against ``latency_steps``: one panel per (task, policy) row and variant column, one line per
+    mode (and per any other setting that varies). Completion panels add sync's stall-free ideal
+    (sync's completion minus its stall steps) as a dashed line."""
+    numeric = [r for r in runs if isinstance(r.get("latency_steps"), (int, float)) and r.get(metric) is not None]
+    if len({r["latency_steps"] for r in numeric}) < 2:
+        return None
+    rows = list(dict.fromkeys((r["task"], r["policy"]) for r in numeric))
+    cols = list(dict.fromkeys(r["variant"] for r in numeric))
+    fixed = tuple(k for k in _IDENTITY if k not in _varying(numeric)) + ("task", "policy", "variant", "latency_steps")
+    fig, axes = plt.subplots(len(rows), len(cols), figsize=(4.6 * len(cols), 3.4 * len(rows)), squeeze=False)
+    for (i, (task, policy)), (j, variant) in itertools.product(enumerate(rows), enumerate(cols)):
+        ax = axes[i, j]
+        cell = [r for r in numeric if (r["task"], r["policy"], r["variant"]) == (task, policy, variant)]
+        lines: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for r in cell:
+            lines[_label(r, fixed) or "policy"].append(r)
+        for lab, rs in lines.items():
+            rs = sorted(rs, key=lambda r: r["latency_steps"])
+            xs = [r["latency_steps"] for r in rs]
+            if metric == "success_rate":
+                ax.errorbar(xs, [r["success_rate"] for r in rs], yerr=np.array([_err(r) for r in rs]).T,
+                            marker="o", capsize=3, label=lab)
+            else:
+                ax.plot(xs, [r[metric] for r in rs], marker="o", label=lab)
+            if metric == "mean_completion_steps" and rs[0].get("mode") == "sync" and all(
+                    r.get("mean_stall_steps") is not None for r in rs):
+                ideal = [r[metric] - r["mean_stall_steps"] for r in rs]
+                ax.plot(xs, ideal, ls="--", color="gray", label=f"{lab}: stall-free ideal")
+        ax.set_title(f"{task} / {variant} / {Path(str(policy)).name}", fontsize=9)
+        ax.set_xlabel("latency (control steps)")
+        ax.set_ylabel(ylabel)
+        if metric == "success_rate":
+            ax.set_ylim(0, 1.05)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+# Along latency, curves are drawn per (task, policy, variant) panel with one line per mode.
+_LATENCY_PANELS = (
+    ("success_rate", "success rate", "success"),
+    ("mean_completion_steps", "completion (control steps)", "completion"),
+    ("seam_jump", "seam jump (m)", "seam_jump"),
+    ("reaction_steps", "reaction (control steps)", "reaction"),
+)
+
+
 def write_plots(runs: list[dict[str, Any]], out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = [plot_success_by_variant(runs, out / "success_by_variant.png")]
@@ -111,11 +163,14 @@ def write_plots(runs: list[dict[str, Any]], out: Path) -> list[Path]:
         for metric, ylabel, name in (
             ("success_rate", "success rate", "success"),
             ("chunk_latency_ms", "chunk latency p50 (ms)", "latency"),
-            ("mean_completion_steps", "completion (control steps)", "completion"),
         ):
-            if axis != "latency_steps" and metric == "mean_completion_steps":
-                continue
+            if axis == "latency_steps" and metric == "success_rate":
+                continue  # drawn per panel below
             p = plot_along_axis(runs, axis, metric, out / f"{name}_vs_{axis}.png", ylabel)
             if p:
                 paths.append(p)
+    for metric, ylabel, name in _LATENCY_PANELS:
+        p = plot_latency_panels(runs, metric, out / f"{name}_vs_latency_steps.png", ylabel)
+        if p:
+            paths.append(p)
     return paths

@@ -44,6 +44,10 @@ def run_entry(cell: Cell, episodes: list[dict[str, Any]]) -> dict[str, Any]:
     k = sum(bool(e["success"]) for e in episodes)
     lat = [x for e in episodes for x in e["chunk_latency_ms"]]
     entry = cell.describe()
+    if "vls" in (m.strip() for m in cell.steer.split("+")):
+        settings = cell.settings_dict  # VLS options recorded with the axes (issue 5: reward_backend per run)
+        entry["reward_backend"] = settings.get("reward_backend") or "offline"
+        entry["guidance_scale"] = settings.get("guidance_scale")
     entry.update({
         "latency_steps": latency_steps(cell.latency),
         "episodes": n,
@@ -80,6 +84,7 @@ _COLUMNS = [
     ("mode", "mode"), ("latency_steps", "d"), ("success_rate", "success"), ("ci95", "95% CI"),
     ("mean_completion_steps", "steps"), ("mean_stall_steps", "stall"), ("seam_jump", "seam jump"),
     ("state_estimate_error", "est. err (m)"), ("reaction_steps", "reaction"), ("chunk_latency_ms", "chunk ms p50"),
+    ("vs_unsteered", "vs none: pts / latency x"),
 ]
 
 
@@ -90,6 +95,9 @@ def _fmt(key: str, v: Any) -> str:
         return f"[{v[0]:.2f}, {v[1]:.2f}]"
     if key == "chunk_latency_ms":
         return "-" if v.get("p50") is None else f"{v['p50']:.1f}"
+    if key == "vs_unsteered":
+        ratio = v.get("latency_ratio_p50")
+        return f"{v['success_points']:+.0f} / " + ("-" if ratio is None else f"{ratio:.1f}")
     if key == "policy":
         return Path(str(v)).name
     if isinstance(v, float):
@@ -105,8 +113,31 @@ def markdown_table(runs: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+_SAME_CELL = ("task", "variant", "policy", "mode", "latency")
+
+
+def compare_to_unsteered(runs: list[dict[str, Any]]) -> None:
+    """Add ``vs_unsteered`` to every steered run that has a ``steer: none`` run of the same task,
+    variant, policy, mode and latency in this benchmark: the success difference in points (same
+    seeds) and the per-chunk latency as a ratio (p50 and mean, measured in the same run)."""
+    base = {tuple(r.get(k) for k in _SAME_CELL): r for r in runs if r.get("steer") == "none"}
+    for r in runs:
+        b = base.get(tuple(r.get(k) for k in _SAME_CELL))
+        if b is None or r is b:
+            continue
+        lat, blat = r.get("chunk_latency_ms") or {}, b.get("chunk_latency_ms") or {}
+        ratio = {k: (lat[k] / blat[k]) if lat.get(k) and blat.get(k) else None for k in ("p50", "mean")}
+        r["vs_unsteered"] = {
+            "success_points": 100.0 * (r["success_rate"] - b["success_rate"]),
+            "same_seeds": r.get("seeds") == b.get("seeds"),
+            "latency_ratio_p50": ratio["p50"],
+            "latency_ratio_mean": ratio["mean"],
+        }
+
+
 def write_results(out: Path, runs: list[dict[str, Any]], meta: dict[str, Any]) -> tuple[Path, Path]:
     out.mkdir(parents=True, exist_ok=True)
+    compare_to_unsteered(runs)
     json_path, md_path = out / "results.json", out / "results.md"
     json_path.write_text(json.dumps({"meta": meta, "runs": runs}, indent=2, default=_jsonable) + "\n")
     md = f"# policy-steer benchmark\n\n{meta.get('command', '')}\n\n" + markdown_table(runs)

@@ -26,6 +26,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("policy_steer.transport.cli", "serve a steered policy over ZeroMQ (PROTOCOL.md v1)"),
     "keys": ("policy_steer.transport.cli", "make CURVE key pairs and the client allow-list for serve"),
     "synthesize": ("policy_steer.vlm_rewards.cli", "print the reward program (JSON) for the scene of a task variant"),
+    "sim-robot": ("policy_steer.envs.sim_robot", "run a task on the wall clock as a robot process driven by a policy server"),
+    "launch": ("policy_steer.launch.cli", "start the processes of a launch/*.yaml, check their health, stop them cleanly"),
+    # hardware: module paths only (the core never imports policy_steer.hardware)
+    "robot": ("policy_steer.hardware.cli", "real-robot control loop: driver + safety layer + policy server (--dry-run: virtual arm)"),
+    "estop": ("policy_steer.hardware.cli", "safe-stop a running `policy-steer robot` through its control socket"),
 }
 
 
@@ -55,6 +60,11 @@ def main(argv: list[str] | None = None) -> int:
         name, rest = _resolve(argv)
         module = importlib.import_module(COMMANDS[name][0])
         config_cls, run = module.COMMANDS[name] if hasattr(module, "COMMANDS") else (module.Config, module.run)
+        if hasattr(module, "prepare_args"):  # a command's own shell conveniences (bare --flag, repeated flags)
+            rest = module.prepare_args(name, rest)
+        positional = getattr(config_cls, "POSITIONAL", None)  # e.g. `policy-steer launch FILE`
+        if positional and rest and not rest[0].startswith("-"):
+            rest = [f"--{positional}", rest[0], *rest[1:]]
         cfg = parse_config(config_cls, rest, prog=f"policy-steer {name}")
         code = run(cfg)
         return int(code or 0)

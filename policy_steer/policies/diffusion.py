@@ -4,9 +4,13 @@
   ``_prepare_global_conditioning`` (state, environment state, ResNet image features): [1, G].
 - ``denoise``: one UNet call, eps or sample as the config's ``prediction_type`` says.
 - ``features(ctx)``: the global conditioning vector [B, G].
-- ``denoise_with_features``: also returns the UNet bottleneck (output of the last mid block), averaged
-  over the time axis: [B, C_mid]. This is our equivalent of TACO's "first action token of the action
-  expert's last layer": an internal activation that depends on both the observation and the candidate.
+- ``denoise_with_features``: also returns TACO's feature, [B, C_mid + C_0]: the UNet bottleneck
+  (output of the last mid block) averaged over time, concatenated with the last hidden layer (the
+  input of the final 1x1 convolution) at the chunk's first row. The second part is our equivalent of
+  TACO's "first action token of the action expert's last hidden layer"; the bottleneck adds the
+  coarse plan of the whole chunk. On push (a trained reference policy, CFN fitted with the same
+  settings) the held-out AUC of recorded vs perturbed chunks was 0.93 with both, 0.91 with the
+  bottleneck alone and 0.84 with the last layer alone (see policy_steer/steering/taco/).
 - chunks start at model row ``n_obs_steps - 1`` (lerobot's rows before that belong to past
   observations), so ``spec.horizon = horizon - n_obs_steps + 1``.
 """
@@ -49,7 +53,9 @@ class DiffusionAdapter(DenoisingPolicy):
         self.schedule = DiffusionSchedule(self.model.noise_scheduler, default_steps=self.model.num_inference_steps)
         self.history = ObservationHistory(cfg.n_obs_steps)
         self._bottleneck: Tensor | None = None
+        self._last_hidden: Tensor | None = None
         self.unet.mid_modules[-1].register_forward_hook(self._keep_bottleneck)
+        self.unet.final_conv[0].register_forward_hook(self._keep_last_hidden)
 
     @property
     def model_horizon(self) -> int:
@@ -64,7 +70,10 @@ class DiffusionAdapter(DenoisingPolicy):
         self.history.clear()
 
     def _keep_bottleneck(self, module, inputs, output) -> None:
-        self._bottleneck = output
+        self._bottleneck = output  # [B, C_mid, T / 2^levels]
+
+    def _keep_last_hidden(self, module, inputs, output) -> None:
+        self._last_hidden = output  # [B, C_0, T]
 
     @torch.no_grad()
     def _normalised_frame(self, obs: Observation) -> dict[str, Tensor]:
@@ -86,7 +95,8 @@ class DiffusionAdapter(DenoisingPolicy):
 
     def denoise_with_features(self, x_t: Tensor, t: Tensor, ctx: Context) -> tuple[Tensor, Tensor]:
         out = self.denoise(x_t, t, ctx)
-        return out, self._bottleneck.mean(dim=-1)
+        first = self._last_hidden[:, :, self.chunk_slice.start]
+        return out, torch.cat([self._bottleneck.mean(dim=-1), first], dim=-1)
 
     def features(self, ctx: Context) -> Tensor:
         return ctx.tensors["global_cond"]

@@ -8,6 +8,8 @@ pluggable part that says when it does not apply:
 - ``delta``: delta end-effector actions; integrate them from the current end-effector position.
 - ``model``: roll the pending actions forward on a scratch copy of the simulator (everything moves,
   objects included), as the VLASH Kinetix evaluation does. Needs a ``rollout`` function.
+  ``model-robot`` takes only the robot part of that rollout (the scene stays measured, as in offset
+  training).
 
 ``target`` and ``delta`` update only the end-effector (and gripper) slices; joint positions and
 objects keep their measured values. With no pending actions every estimator returns the measured state.
@@ -104,22 +106,39 @@ class DeltaEstimator(FutureStateEstimator):
 
 
 class ModelEstimator(FutureStateEstimator):
+    """Roll the pending actions forward on a scratch copy of the simulator.
+
+    ``model`` returns the whole predicted state (objects included); ``model-robot`` only its robot
+    part, the task part staying measured, which is what an offset-trained policy saw in training
+    (VLASH keeps the images, here the scene, at the time of the request).
+    """
+
     name = "model"
+
+    def __init__(self, robot_only: bool = False) -> None:
+        self.robot_only = robot_only
+        self.name = "model-robot" if robot_only else "model"
 
     def check(self, robot: RobotDescription) -> None:
         if robot.rollout is None:
-            raise ConfigError("the 'model' future-state estimator needs a simulator rollout; this robot has none")
+            raise ConfigError(f"the {self.name!r} future-state estimator needs a simulator rollout; this robot has none")
 
     def estimate(self, state: np.ndarray, pending: np.ndarray, robot: RobotDescription) -> np.ndarray:
         if not len(pending):
             return np.array(state, dtype=np.float32, copy=True)
-        return np.asarray(robot.rollout(pending)[-1], dtype=np.float32)
+        future = np.asarray(robot.rollout(pending)[-1], dtype=np.float32)
+        if not self.robot_only:
+            return future
+        out = np.array(state, dtype=np.float32, copy=True)
+        out[: robot.robot_state_dim] = future[: robot.robot_state_dim]
+        return out
 
 
-ESTIMATORS: dict[str, type[FutureStateEstimator]] = {
+ESTIMATORS: dict[str, Callable[[], FutureStateEstimator]] = {
     "target": TargetEstimator,
     "delta": DeltaEstimator,
     "model": ModelEstimator,
+    "model-robot": lambda: ModelEstimator(robot_only=True),
 }
 
 

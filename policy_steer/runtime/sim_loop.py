@@ -3,17 +3,29 @@
 One control step = one ``env.step``. An inference that takes d control steps (from the latency model)
 is computed when it is triggered, but its chunk only becomes available d steps later; meanwhile the
 robot executes what is queued, or holds position when nothing is (a stall). Results therefore do not
-depend on how fast this machine is.
-
-Modes (DESIGN.md):
-
-- ``sync``: when the queue is empty, observe, infer (the robot holds for d steps), execute K actions.
-- ``async``: when at most ``trigger`` actions remain, infer from the current state while executing;
-  the chunk is planned as if it started now, so its first d rows belong to the past and are skipped.
-- ``vlash``: when at most ``trigger`` actions remain, estimate the state at the end of the pending
-  actions, infer from it, and start the new chunk exactly there.
+depend on how fast this machine is. The modes (``sync``, ``async``, ``vlash``) and the rules for
+arriving chunks are those of :class:`~policy_steer.runtime.planner.ChunkPlanner`, shared with the
+wall-clock loop.
 
 With d = 0 and the default trigger (= the delay estimate), the three modes give identical episodes.
+
+Figures of an episode:
+
+- ``steps``: control steps from reset to success or time-out, stalls included;
+- ``stall_steps``: steps at which nothing was queued and the robot held;
+- ``seam_jump``: mean |a_t - a_(t-1)| (xyz) over the steps at which the executing chunk changes;
+- ``state_estimate_error``: mean over chunks of |assumed ee - measured ee| (metres) at the step its
+  first row runs (sync: drift while holding; async: how far the robot moved during the inference;
+  vlash: the future-state estimator's error);
+- ``reaction_steps`` (moving-goal): ``k - j``, where j is the control index of the first observation
+  that shows the new goal (the goal moves at the end of env step j, ``info["goal_jump_step"]``) and k
+  the first control step that executes an action of a chunk conditioned on an observation taken at
+  or after j. This is the first step at which the executed action *can* differ from the episode in
+  which the goal did not move: with the same seed, every chunk before k saw the same observations
+  and drew the same noise, so the counterfactual no-jump episode is identical up to k. A definition
+  by motion ("the end effector moves toward the new goal") is not unambiguous on push or pick-place,
+  where the end effector first travels to the object and may head toward the new goal by chance
+  before any reaction. None when the episode ended before k (counted in ``reaction_censored``).
 """
 
 from __future__ import annotations
@@ -24,13 +36,13 @@ from typing import Any
 import numpy as np
 
 from policy_steer.errors import ConfigError
-from policy_steer.runtime.action_queue import ActionQueue
-from policy_steer.runtime.future_state import RobotDescription, make_estimator, with_state
+from policy_steer.runtime.future_state import RobotDescription
 from policy_steer.runtime.latency import parse_latency
-from policy_steer.runtime.quantization import quantize_actions
-from policy_steer.types import OBS_STATE, STAMP, STEP, TASK, Chunk, Observation
+from policy_steer.runtime.planner import MODES, ChunkPlanner, InferenceRequest, hold_action
+from policy_steer.types import OBS_STATE, STAMP, STEP, TASK, Chunk
 
-MODES = ("sync", "async", "vlash")
+__all__ = ["MODES", "RuntimeConfig", "ChunkRecord", "StepRecord", "EpisodeResult", "hold_action", "run_episode",
+           "policy_wants_prefix"]
 
 
 @dataclass
@@ -41,6 +53,7 @@ class RuntimeConfig:
     n_execute: int | None = None  # actions executed per chunk (None: the policy's n_action_steps)
     estimator: str = "auto"  # vlash future state: auto | target | delta | model
     quantize: int = 1  # action quantization q (1 = off)
+    send_prefix: bool | None = None  # pass the previous plan as prefix (None: when a strategy asks, e.g. rtc)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -49,19 +62,24 @@ class RuntimeConfig:
             raise ConfigError(f"trigger must be >= 0, got {self.trigger}")
         if self.n_execute is not None and self.n_execute < 1:
             raise ConfigError(f"n_execute must be >= 1, got {self.n_execute}")
+        if self.quantize < 1:
+            raise ConfigError(f"quantize must be >= 1, got {self.quantize}")
 
 
 @dataclass
 class ChunkRecord:
-    chunk_id: int
+    chunk_id: int  # -1: dropped on arrival (see ``dropped``)
     obs_step: int  # control index of the observation it was conditioned on
-    start_step: int  # control index of its first executed row
+    start_step: int  # control index of its first queued row
     arrival_step: int
     delay_steps: int
     latency_ms: float  # measured compute time on this machine
     state_kind: str  # "measured" or "estimated"
     assumed_ee: list[float]  # end-effector position the chunk was conditioned on
+    committed: int = 0  # actions that ran before it took over (vlash: the estimator's horizon)
+    first_index: int = 0  # chunk row of its first queued row (async: the rows that belonged to the past)
     estimate_error: float | None = None  # |assumed ee - measured ee| when its first row ran (metres)
+    dropped: str | None = None  # why it never ran ("stale:...")
     info: dict[str, Any] = field(default_factory=dict)
 
 
@@ -69,9 +87,10 @@ class ChunkRecord:
 class StepRecord:
     step: int
     chunk_id: int | None  # None: held (stall)
-    index: int | None
+    index: int | None  # row in its chunk
     action: list[float]
-    ee: list[float]
+    ee: list[float]  # measured end effector before the action
+    assumed_ee: list[float] | None = None  # on a chunk's first executed row: the ee it was conditioned on
 
 
 @dataclass
@@ -85,7 +104,9 @@ class EpisodeResult:
     records: list[StepRecord]
     seam_jump: float | None  # mean |a_t - a_{t-1}| (xyz) where the executed chunk changes
     state_estimate_error: float | None
-    reaction_steps: int | None  # moving-goal: from the jump to the first action planned after it
+    reaction_steps: int | None  # moving-goal: see the module docstring
+    goal_jump_step: int | None = None
+    reaction_censored: bool = False  # the goal jumped but the episode ended before any reaction
 
     def summary(self) -> dict[str, Any]:
         lat = [c.latency_ms for c in self.chunks]
@@ -93,25 +114,21 @@ class EpisodeResult:
             "seed": self.seed, "success": self.success, "failure": self.failure, "steps": self.steps,
             "stall_steps": self.stall_steps, "n_chunks": len(self.chunks), "seam_jump": self.seam_jump,
             "state_estimate_error": self.state_estimate_error, "reaction_steps": self.reaction_steps,
+            "goal_jump_step": self.goal_jump_step, "reaction_censored": self.reaction_censored,
             "chunk_latency_ms": lat,
         }
 
 
-def hold_action(state: np.ndarray, robot: RobotDescription, action_dim: int, last: np.ndarray | None) -> np.ndarray:
-    """Stay where you are: zero delta (or the current position as target), gripper unchanged."""
-    a = np.zeros(action_dim, dtype=np.float32)
-    if robot.action_mode == "absolute":
-        a[:3] = state[robot.state_layout["ee_pos"]]
-    if action_dim >= 4:
-        if last is not None:
-            a[3] = last[3]
-        else:
-            a[3] = -1.0 if state[robot.state_layout["gripper"]][0] > 0.5 else 1.0
-    return a
+def policy_wants_prefix(policy) -> bool:
+    """Does any strategy of ``policy`` (a SteeredPolicy or a chunk source) read the previous plan?"""
+    if hasattr(policy, "wants_prefix"):
+        return bool(policy.wants_prefix)
+    return any(getattr(s, "wants_prefix", False) for s in getattr(policy, "strategies", []))
 
 
 @dataclass
 class _InFlight:
+    request: InferenceRequest
     chunk: Chunk
     arrival: int
     record: ChunkRecord
@@ -125,17 +142,21 @@ def run_episode(env, policy, cfg: RuntimeConfig, seed: int, record_steps: bool =
     if spec.action_dim != u.action_dim:
         raise ConfigError(f"policy action dim {spec.action_dim} does not fit task {u.task!r} (action dim {u.action_dim})")
     latency = parse_latency(cfg.latency, u.control_hz)
-    trigger = latency.estimate() if cfg.trigger is None else cfg.trigger
-    estimator = make_estimator(cfg.estimator, robot) if cfg.mode == "vlash" else None
-    n_exec = -(-(cfg.n_execute or spec.n_action_steps) // cfg.quantize)
+    d_est = latency.estimate()
+    trigger = d_est if cfg.trigger is None else cfg.trigger
+    send_prefix = policy_wants_prefix(policy) if cfg.send_prefix is None else cfg.send_prefix
+    planner = ChunkPlanner(
+        mode=cfg.mode, robot=robot, action_dim=spec.action_dim, n_execute=cfg.n_execute or spec.n_action_steps,
+        quantize=cfg.quantize, estimator=cfg.estimator, send_prefix=send_prefix,
+    )
     rng = np.random.default_rng(seed)
     ee_slice = robot.state_layout["ee_pos"]
 
     obs, info = env.reset(seed=seed)
     policy.reset(seed=seed, episode={
         "task": u.task, "variant": u.variant, "instruction": u.instruction, "scene": u.scene(), "robot": robot,
+        "scene_fn": u.scene,  # the scene now (simulation only: ground truth, for reward updates)
     })
-    queue = ActionQueue(spec.action_dim)
     inflight: _InFlight | None = None
     chunks: list[ChunkRecord] = []
     by_id: dict[int, ChunkRecord] = {}
@@ -149,58 +170,42 @@ def run_episode(env, policy, cfg: RuntimeConfig, seed: int, record_steps: bool =
     reaction: int | None = None
     success, failure = False, None
 
-    def observation(o: dict, k: int) -> Observation:
-        return {**o, TASK: u.instruction, STEP: k, STAMP: float(k) / u.control_hz}
-
     def deliver(f: _InFlight) -> None:
-        chunk = f.chunk
-        actions = quantize_actions(chunk.actions, cfg.quantize, robot.action_mode)
-        if cfg.mode == "async":
-            # Naive: rows planned for steps before the arrival belong to the past.
-            q_chunk = Chunk(actions, chunk.start_step, chunk.info)
-            first = max(0, step - chunk.start_step)
-            cid = queue.insert(q_chunk, n_execute=first + n_exec, first_index=first)
+        got = planner.deliver(f.chunk, f.request, now=step)
+        rec = f.record
+        if got.accepted:
+            rec.chunk_id, rec.start_step, rec.first_index = got.chunk_id, got.first_step, got.first_index
+            by_id[got.chunk_id] = rec
         else:
-            # sync / vlash: the robot held where the chunk assumed it would be, so a late chunk starts on arrival.
-            start = max(chunk.start_step, step)
-            cid = queue.insert(Chunk(actions, start, chunk.info), n_execute=n_exec)
-            f.record.start_step = start
-        f.record.chunk_id = cid
-        by_id[cid] = f.record
-        chunks.append(f.record)
+            rec.dropped = got.reason
+        chunks.append(rec)
 
     while True:
         if inflight is not None and inflight.arrival <= step:
             deliver(inflight)
             inflight = None
-        remaining = queue.remaining(step)
-        wants = remaining == 0 if cfg.mode == "sync" else remaining <= trigger
-        if inflight is None and wants:
+        if inflight is None and planner.wants(step, trigger):
             d = latency.sample(rng)
-            state = np.asarray(obs[OBS_STATE], dtype=np.float32)
-            cond = observation(obs, step)
-            if cfg.mode == "vlash":
-                pending = queue.pending(step)
-                est = estimator.estimate(state, pending, robot)
-                cond = with_state(cond, est, robot)
-                start, kind, assumed = step + len(pending), "estimated", est[ee_slice]
-            elif cfg.mode == "async":
-                start, kind, assumed = step, "measured", state[ee_slice]
-            else:
-                start, kind, assumed = step + d, "measured", state[ee_slice]
-            chunk = policy.predict_chunk(cond, start_step=start)
-            rec = ChunkRecord(
-                chunk_id=-1, obs_step=step, start_step=start, arrival_step=step + d, delay_steps=d,
-                latency_ms=float(chunk.info.get("latency_ms", 0.0)), state_kind=kind,
-                assumed_ee=[float(v) for v in assumed], info=_small_info(chunk.info),
+            cond = {**obs, TASK: u.instruction, STEP: step, STAMP: float(step) / u.control_hz}
+            req = planner.request(cond, step, d_est)
+            chunk = policy.predict_chunk(
+                req.obs, prefix=req.prefix, start_step=req.start_step,
+                **({"prefix_start": req.prefix_start, "prefix_committed": req.prefix_committed} if req.prefix is not None else {}),
             )
-            inflight = _InFlight(chunk, step + d, rec)
+            rec = ChunkRecord(
+                chunk_id=-1, obs_step=step, start_step=req.start_step, arrival_step=step + d, delay_steps=d,
+                latency_ms=float(chunk.info.get("latency_ms", 0.0)), state_kind=req.state_kind,
+                assumed_ee=[float(v) for v in req.assumed_state[ee_slice]], committed=req.committed,
+                info=_small_info(chunk.info),
+            )
+            inflight = _InFlight(req, chunk, step + d, rec)
             if d == 0:
                 deliver(inflight)
                 inflight = None
 
-        qa = queue.pop(step)
+        qa = planner.pop(step)
         state = np.asarray(obs[OBS_STATE], dtype=np.float32)
+        assumed = None
         if qa is None:
             action = hold_action(state, robot, spec.action_dim, last_action)
             stall += 1
@@ -210,6 +215,7 @@ def run_episode(env, policy, cfg: RuntimeConfig, seed: int, record_steps: bool =
             rec = by_id[cid]
             if rec.estimate_error is None:
                 rec.estimate_error = float(np.linalg.norm(np.asarray(rec.assumed_ee) - state[ee_slice]))
+                assumed = rec.assumed_ee
             if prev[0] is not None and prev[0] != cid:
                 seams.append(float(np.linalg.norm(action[:3] - prev[1][:3])))
             prev = (cid, action)
@@ -217,7 +223,7 @@ def run_episode(env, policy, cfg: RuntimeConfig, seed: int, record_steps: bool =
                 reaction = step - jump_step
         last_action = action
         if record_steps:
-            records.append(StepRecord(step, cid, idx, [float(v) for v in action], [float(v) for v in state[ee_slice]]))
+            records.append(StepRecord(step, cid, idx, [float(v) for v in action], [float(v) for v in state[ee_slice]], assumed))
 
         obs, _, terminated, truncated, info = env.step(action)
         step += 1
@@ -233,6 +239,7 @@ def run_episode(env, policy, cfg: RuntimeConfig, seed: int, record_steps: bool =
         seed=seed, success=success, failure=failure, steps=step, stall_steps=stall, chunks=chunks,
         records=records, seam_jump=float(np.mean(seams)) if seams else None,
         state_estimate_error=float(np.mean(errs)) if errs else None, reaction_steps=reaction,
+        goal_jump_step=jump_step, reaction_censored=jump_step is not None and reaction is None,
     )
 
 

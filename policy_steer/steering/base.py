@@ -9,6 +9,8 @@ A strategy takes part in one sampling run at four points (all optional):
 - ``after_step(run, view)``: each step, after the update; may call ``run.resample(indices)`` (particles).
 - ``score(run, x0) -> [B] | None``: at the end; a strategy with ``selects = True`` picks the executed
   candidate (argmax, ties to the lowest index); every strategy's scores are recorded.
+- ``selected(run, winner, decided_by)``: after the choice; ``winner`` is the executed row and
+  ``decided_by`` the name of the strategy whose score chose it (None: no strategy did, row 0 runs).
 
 Strategies compose: guidance terms add up in the order given, any strategy may resample, the first
 selecting strategy decides. Each writes its figures to ``run.info[self.name]``.
@@ -50,6 +52,9 @@ class Strategy:
 
     def score(self, run: "SamplerRun", x0: Tensor) -> Tensor | None:
         return None
+
+    def selected(self, run: "SamplerRun", winner: int, decided_by: str | None) -> None:
+        """The executed row is known (figures about the executed candidate go here)."""
 
     def settings(self) -> dict:
         """The settings in force, as plain data (reported in the protocol's ``configured``)."""

@@ -37,6 +37,7 @@ _MODULES: dict[str, str] = {
     "taco": "policy_steer.steering.taco",
     "vls": "policy_steer.steering.vls",
     "rtc": "policy_steer.steering.inpainting",
+    "rtc-cheap": "policy_steer.steering.inpainting",
 }
 
 

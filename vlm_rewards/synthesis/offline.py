@@ -39,6 +39,9 @@ class OfflineConfig:
     clearance: float = 0.015  # metres kept from obstacles beyond the end effector's radius
     distractor_clearance: float = 0.005  # ... from distractors (they stand close to the goal: keep it small)
     pusher_radius: float = 0.015  # reach, push: the tip sphere
+    # reach, push: the hand and wrist (radius 0.025-0.03, 7.5-15 cm above the tip) pass at the height of
+    # a tall obstacle's top; with the tip's radius alone the reward calls safe the paths on which they hit it
+    pusher_hand_radius: float = 0.04
     gripper_radius: float = 0.04  # pick-place, lift: about half the hand's width (palm and fingers)
     pusher_above: float = 0.012  # lowest tip centre above the table top (push height 0.02 leaves room)
     gripper_above: float = 0.012  # lowest ee site above the table top (finger pads reach 1 cm below it)
@@ -86,7 +89,7 @@ class OfflineSynthesizer(Synthesizer):
     def _reach(self, scene: Scene) -> list[dict]:
         goal = _first(scene, ("goal", "target"), "a goal to reach")
         r = self.cfg.pusher_radius
-        guards = self._guards(scene, r, self.cfg.pusher_above)
+        guards = self._guards(scene, r, self.cfg.pusher_above, obstacle_radius=self.cfg.pusher_hand_radius)
         return [_stage("reach", [_t("reach", self.cfg.w_goal, point=goal.name)] + guards, "never")]
 
     def _push(self, scene: Scene) -> list[dict]:
@@ -100,7 +103,7 @@ class OfflineSynthesizer(Synthesizer):
         dz = scene.surface_height + c.push_height - block.position[2]
         offset = _mm([-u[0] * behind, -u[1] * behind, dz])
         bname, tname = block.name, target.name
-        guards = self._guards(scene, r, c.pusher_above)
+        guards = self._guards(scene, r, c.pusher_above, obstacle_radius=c.pusher_hand_radius)
         approach = [
             _t("reach", c.w_goal, point=bname, offset=offset),
             _t("stay_clear", c.w_clear, object=block.name, margin=r + 0.005, shape="box"),
@@ -159,11 +162,12 @@ class OfflineSynthesizer(Synthesizer):
         grasp = [_t("reach", c.w_goal, point=cname)]
         return [_stage("pre-grasp", pre + guards, "progress"), _stage("grasp", grasp + guards, ("gripper", "close"))]
 
-    def _guards(self, scene: Scene, radius: float, above: float) -> list[dict]:
+    def _guards(self, scene: Scene, radius: float, above: float, obstacle_radius: float | None = None) -> list[dict]:
         c = self.cfg
         gap = {"obstacle": c.clearance, "distractor": c.distractor_clearance}
+        size = {"obstacle": max(radius, obstacle_radius or radius), "distractor": radius}
         terms = [
-            _t("stay_clear", c.w_clear, object=o.name, margin=round(radius + gap[o.kind], 4))
+            _t("stay_clear", c.w_clear, object=o.name, margin=round(size[o.kind] + gap[o.kind], 4))
             for o in scene.objects
             if o.kind in gap
         ]

@@ -1,0 +1,185 @@
+"""The last check before a driver: turn any proposed command into one that respects the arm's limits.
+
+Given the previous safe command (or, after ``reset``, the measured pose), a proposal goes through:
+
+1. **non-finite or misshapen values** are rejected: the result is the previous command (a hold);
+2. an end-effector target is clamped to the workspace box, moved at most ``max_ee_speed / rate``
+   from the previous command's end-effector position, and solved to joint targets by the arm's
+   inverse kinematics (a non-finite solution is rejected);
+3. joint targets are clamped to the joint ranges, the gripper to its range;
+4. each joint moves at most ``max_joint_velocity / rate`` from the previous command (the gripper
+   likewise, when it has a velocity limit);
+5. with kinematics and a workspace, the end-effector position of the result must lie in the box:
+   otherwise the command is pulled back along the segment from the previous command (bisection) to
+   the farthest point that does.
+
+Invariant (what the property tests check): if the previous command was within the limits, so is
+every result, for any input, NaN and infinities included. If the arm starts outside them (a joint
+past its range, the hand outside the box) results only move back towards them, never farther out.
+Every change is reported as a note ``(key, detail)`` for the intervention log.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from policy_steer.hardware.arm import ArmCommand, EeCommand, JointCommand, Kinematics
+from policy_steer.hardware.limits import ArmLimits
+
+
+
+def _fmt(v: np.ndarray) -> str:
+    return "[" + ", ".join(f"{float(x):.4g}" for x in np.ravel(v)) + "]"
+
+
+def _changed(before: np.ndarray, after: np.ndarray) -> np.ndarray:
+    """Which values a clamp really moved (float32 rows round by ~1e-7 relative: not an intervention)."""
+    before, after = np.asarray(before, dtype=np.float64), np.asarray(after, dtype=np.float64)
+    return np.abs(after - before) > 1e-6 * np.maximum(1.0, np.abs(before))
+
+
+@dataclass
+class FilterResult:
+    command: JointCommand
+    held: bool  # the proposal was rejected; ``command`` is the previous one
+    notes: list[tuple[str, str]] = field(default_factory=list)  # (intervention key, detail)
+
+
+class CommandFilter:
+    """Stateful: remembers the last command it let through. Control thread only."""
+
+    def __init__(
+        self,
+        limits: ArmLimits,
+        control_hz: float,
+        kinematics: Kinematics | None = None,
+        workspace_tol: float = 1e-6,
+        bisect_iters: int = 16,
+    ) -> None:
+        if not control_hz > 0:
+            raise ValueError(f"control_hz must be > 0, got {control_hz}")
+        self.limits = limits
+        self.hz = float(control_hz)
+        self.kin = kinematics
+        self.tol = workspace_tol
+        self.bisect_iters = bisect_iters
+        self._step = limits.joint_step(self.hz)
+        self._g_step = limits.gripper_step(self.hz)
+        self._ee_step = limits.ee_step(self.hz)
+        self._q: np.ndarray | None = None
+        self._g = 0.0
+
+    # --- state -----------------------------------------------------------------------------------
+    def reset(self, joints: np.ndarray, gripper: float) -> None:
+        """Start from the measured pose (the reference of the first step limit)."""
+        q = np.asarray(joints, dtype=np.float64).reshape(-1)
+        if q.shape != (self.limits.n_joints,) or not np.all(np.isfinite(q)) or not np.isfinite(gripper):
+            raise ValueError(f"reset needs {self.limits.n_joints} finite joint values and a finite gripper, got {q}, {gripper}")
+        self._q, self._g = q.copy(), float(gripper)
+
+    @property
+    def last(self) -> JointCommand:
+        if self._q is None:
+            raise RuntimeError("call reset() with the measured pose first")
+        return JointCommand(self._q.copy(), self._g)
+
+    def hold(self) -> JointCommand:
+        """The previous command again (stay where the arm was told to be)."""
+        return self.last
+
+    # --- filtering -------------------------------------------------------------------------------
+    def __call__(self, cmd: ArmCommand) -> FilterResult:
+        q_prev = self.last.joints
+        notes: list[tuple[str, str]] = []
+        if isinstance(cmd, EeCommand):
+            target = self._ee_to_joints(cmd, q_prev, notes)
+            if target is None:
+                return FilterResult(self.hold(), True, notes)
+            q_want, g_want = target, cmd.gripper
+        else:
+            q_want = np.asarray(cmd.joints, dtype=np.float64).reshape(-1)
+            g_want = cmd.gripper
+            if q_want.shape != q_prev.shape:
+                notes.append(("reject:shape", f"{q_want.shape[0]} joint values for {q_prev.shape[0]} joints"))
+                return FilterResult(self.hold(), True, notes)
+        if not (np.all(np.isfinite(q_want)) and np.isfinite(g_want)):
+            notes.append(("reject:nonfinite", f"joints {_fmt(q_want)}, gripper {g_want}"))
+            return FilterResult(self.hold(), True, notes)
+
+        lim = self.limits
+        q = np.clip(q_want, lim.joint_low, lim.joint_high)
+        if np.any(_changed(q_want, q)):
+            bad = np.flatnonzero(_changed(q_want, q)).tolist()
+            notes.append(("clamp:joint", f"joints {bad} clamped to their ranges"))
+        dq = q - q_prev
+        dq_c = np.clip(dq, -self._step, self._step)
+        if np.any(_changed(q_prev + dq, q_prev + dq_c)):
+            notes.append(("limit:step", f"largest step {float(np.max(np.abs(dq / self._step))):.2f}x the limit"))
+        q = q_prev + dq_c
+
+        g = float(np.clip(g_want, lim.gripper_low, lim.gripper_high))
+        if _changed(g_want, g):
+            notes.append(("clamp:gripper", f"{g_want:g} -> {g:g}"))
+        if self._g_step is not None and abs(g - self._g) > self._g_step:
+            g = self._g + float(np.sign(g - self._g)) * self._g_step
+            notes.append(("limit:gripper_step", f"gripper step limited to {self._g_step:g}"))
+
+        if self.kin is not None and lim.has_workspace:
+            q = self._keep_in_workspace(q_prev, q, notes)
+        self._q, self._g = q.copy(), g
+        return FilterResult(JointCommand(q, g), False, notes)
+
+    def _ee_to_joints(self, cmd: EeCommand, q_prev: np.ndarray, notes: list[tuple[str, str]]) -> np.ndarray | None:
+        p_want = np.asarray(cmd.ee_pos, dtype=np.float64).reshape(-1)
+        if p_want.shape != (3,):
+            notes.append(("reject:shape", f"end-effector target has {p_want.shape[0]} values, not 3"))
+            return None
+        if not (np.all(np.isfinite(p_want)) and np.isfinite(cmd.gripper)):
+            notes.append(("reject:nonfinite", f"end-effector target {_fmt(p_want)}, gripper {cmd.gripper}"))
+            return None
+        if self.kin is None:
+            notes.append(("reject:no_kinematics", "this arm takes joint targets only"))
+            return None
+        lim = self.limits
+        p = p_want
+        if lim.has_workspace:
+            p = np.clip(p_want, lim.workspace_low, lim.workspace_high)
+            if np.any(_changed(p_want, p)):
+                notes.append(("clamp:workspace", f"target {_fmt(p_want)} -> {_fmt(p)}"))
+        if self._ee_step is not None:
+            p_prev = self.kin.fk(q_prev)
+            d = p - p_prev
+            n = float(np.linalg.norm(d))
+            if n > self._ee_step:
+                p = p_prev + d * (self._ee_step / n)
+                notes.append(("limit:ee_step", f"end-effector step {n:.4f} m limited to {self._ee_step:.4f} m"))
+        q = np.asarray(self.kin.ik(p, q_prev), dtype=np.float64)
+        if q.shape != q_prev.shape or not np.all(np.isfinite(q)):
+            notes.append(("reject:ik", f"no finite joint solution for {_fmt(p)}"))
+            return None
+        return q
+
+    def _keep_in_workspace(self, q_prev: np.ndarray, q: np.ndarray, notes: list[tuple[str, str]]) -> np.ndarray:
+        lim, kin = self.limits, self.kin
+        prev_dist = lim.workspace_distance(kin.fk(q_prev))
+        recovering = prev_dist > self.tol
+
+        def ok(qq: np.ndarray) -> bool:
+            p = kin.fk(qq)
+            if recovering:  # outside already: only moves that do not go farther out
+                return lim.workspace_distance(p) <= prev_dist + 1e-12
+            return lim.in_workspace(p, self.tol)
+
+        if ok(q):
+            return q
+        lo, hi = 0.0, 1.0  # t = 0 (the previous command) satisfies ok by induction
+        for _ in range(self.bisect_iters):
+            mid = 0.5 * (lo + hi)
+            if ok(q_prev + mid * (q - q_prev)):
+                lo = mid
+            else:
+                hi = mid
+        notes.append(("limit:workspace", f"command pulled back to {lo:.3f} of its step to stay in the workspace"))
+        return q_prev + lo * (q - q_prev)

@@ -1,0 +1,119 @@
+"""VLS (arXiv 2602.03973): reward-guided denoising with particles, the reward written per episode.
+
+A reward program is synthesized for each episode from the scene and the instruction
+(:mod:`policy_steer.vlm_rewards`, offline rules by default) and steers sampling:
+
+- :mod:`.chunk_reward`: the sampler's normalised chunk -> end-effector trajectory -> stage reward;
+- :mod:`.episode`: synthesis at reset (failures run unsteered, counted), stage updates per chunk;
+- :mod:`.strength`: the guidance scale schedule in denoising progress (VLS's sigmoid, lambda_max);
+- :mod:`.guidance`: the reward gradient (through the denoiser or through x0_hat; unit or raw) and how
+  it enters the step (classifier-guidance form, or VLS's velocity correction for flow);
+- :mod:`.repulsion`: RBF repulsion between particles early in denoising;
+- :mod:`.resampling`: Feynman-Kac potentials (difference / max / sum), ESS trigger, resampling;
+- :mod:`.strategy`: the sampler strategy that runs them, and the final selection by reward.
+
+Importing this package registers the steering method ``vls`` with the benchmark axes ``particles``
+(B), ``fk`` (on/off) and ``gradient`` (on/off), and the options ``reward_backend`` (offline,
+transformers, openai) and ``guidance_scale`` (lambda_max; None: the family's default). More options,
+read when present in the settings: ``vls_through`` (denoiser | x0_hat), ``vls_normalize``
+(unit | raw), ``vls_cap`` (max RMS of a step's shift), ``vls_schedule`` (sigmoid | linear | constant), ``vls_potential`` (max | difference |
+sum), ``vls_fk_lambda``, ``vls_repulsion`` (scale, 0 = off).
+
+Sampler: with more than one particle a stochastic sampler (``ddpm`` for diffusion, ``flow_sde`` for
+flow) so that resampled duplicates diverge again; with one particle the policy's own.
+
+Combining with TACO (``taco+vls`` / ``vls+taco``): both strategies score every candidate and both
+score lists are recorded (``chunk.info["steer"]["taco"]["scores"]`` and ``["vls"]["scores"]``); the
+**first-named** selecting method decides, as for any composition. ``taco+vls``: VLS guides and
+resamples the particles, the pseudo-count picks the most in-support one among them (the reward of
+the executed chunk is recorded as ``vls.reward_executed``, ``vls.reward_selects = 0``);
+``vls+taco``: the reward picks, the count is recorded (``vls.reward_selects = 1``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from policy_steer.errors import ConfigError
+from policy_steer.policies.base import DenoisingPolicy
+from policy_steer.sampler import SamplerConfig
+from policy_steer.steering.registry import SteerMethod, SteerSetup, register
+from policy_steer.steering.vls.chunk_reward import ChunkReward, trajectory_map_for
+from policy_steer.steering.vls.episode import EpisodeReward, EpisodeStats
+from policy_steer.steering.vls.guidance import GradientConfig
+from policy_steer.steering.vls.repulsion import RepulsionConfig
+from policy_steer.steering.vls.resampling import FKConfig
+from policy_steer.steering.vls.strategy import VLSConfig, VLSStrategy
+from policy_steer.steering.vls.strength import StrengthConfig
+from policy_steer.vlm_rewards import SynthesisConfig
+
+# lambda_max per family when ``guidance_scale`` is None (unit-RMS gradients; tuned on push obstacle)
+DEFAULT_SCALE = {"diffusion": 1.0, "flow": 1.0}
+STOCHASTIC = {"diffusion": "ddpm", "flow": "flow_sde"}
+
+
+def on_off(value: Any, what: str) -> bool:
+    """"on"/"off" (or a bool) -> bool."""
+    if isinstance(value, bool):
+        return value
+    v = str(value).strip().lower()
+    if v in ("on", "true", "1", "yes"):
+        return True
+    if v in ("off", "false", "0", "no"):
+        return False
+    raise ConfigError(f"VLS {what} must be on or off, got {value!r}")
+
+
+def config_from_settings(policy: DenoisingPolicy, settings: dict[str, Any]) -> VLSConfig:
+    """The strategy's configuration from benchmark / CLI settings (see the module docstring)."""
+    family = policy.schedule.family
+    try:
+        particles = int(settings.get("particles", 4))
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"VLS particles must be an integer, got {settings.get('particles')!r}") from e
+    scale = settings.get("guidance_scale")
+    grad = GradientConfig(
+        through=str(settings.get("vls_through", "denoiser")),
+        normalize=str(settings.get("vls_normalize", "unit")),
+        cap=None if settings.get("vls_cap") is None else float(settings["vls_cap"]),
+    )
+    strength = StrengthConfig(
+        scale=float(DEFAULT_SCALE[family] if scale is None else scale),
+        schedule=str(settings.get("vls_schedule", "sigmoid")),
+    )
+    fk = FKConfig(
+        enabled=on_off(settings.get("fk", "on"), "fk"),
+        potential=str(settings.get("vls_potential", "max")),
+        lam=float(settings.get("vls_fk_lambda", 1.0)),
+    )
+    repulsion = RepulsionConfig(scale=float(settings.get("vls_repulsion", RepulsionConfig.scale)))
+    return VLSConfig(
+        particles=particles,
+        gradient=on_off(settings.get("gradient", "on"), "gradient"),
+        grad=grad, strength=strength, repulsion=repulsion, fk=fk,
+        synthesis=SynthesisConfig(backend=str(settings.get("reward_backend") or "offline")),
+    )
+
+
+def sampler_for(policy: DenoisingPolicy, particles: int) -> SamplerConfig | None:
+    """A stochastic sampler of the policy's family for particles > 1 (None: the policy's own)."""
+    if particles <= 1:
+        return None
+    family = policy.schedule.family
+    if family not in STOCHASTIC:
+        raise ConfigError(f"VLS has no stochastic sampler for policy family {family!r}")
+    return SamplerConfig(method=STOCHASTIC[family])
+
+
+def build(policy: DenoisingPolicy, settings: dict[str, Any]) -> SteerSetup:
+    config = config_from_settings(policy, settings)
+    return SteerSetup([VLSStrategy(policy, config)], sampler=sampler_for(policy, config.particles))
+
+
+METHOD = register(SteerMethod("vls", axes=("particles", "fk", "gradient"), build=build))
+
+__all__ = [
+    "ChunkReward", "DEFAULT_SCALE", "EpisodeReward", "EpisodeStats", "FKConfig", "GradientConfig", "METHOD",
+    "RepulsionConfig", "StrengthConfig", "VLSConfig", "VLSStrategy", "build", "config_from_settings", "on_off",
+    "sampler_for", "trajectory_map_for",
+]
