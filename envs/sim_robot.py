@@ -21,8 +21,9 @@ What the robot does when things go wrong comes from the loop and the client, and
 
 Every executed action and every event (holds, reconnects, failed requests, dropped chunks, safety
 interventions) is published on the robot's own telemetry PUB endpoint (``--telemetry``), the v1
-convention of ``docs/telemetry.md``. Each episode ends with a one-line summary (success, steps, holds,
-chunk latency p50/p95); ``--json`` writes them, with per-step records if ``--records true``.
+convention of :mod:`policy_steer.transport.robot_telemetry`. Each episode ends with a one-line summary
+(success, steps, holds, chunk latency p50/p95); ``--json`` writes them, with per-step records if
+``--records true``.
 
 The simulated time per control step is the task's own (``1 / control_hz`` of the env, 0.1 s for the
 MuJoCo tasks): with ``--rate`` above the task's rate the simulated world runs faster than the wall
@@ -242,6 +243,7 @@ def episode_summary(result: RealtimeResult, episode: int, seed: int, extra: dict
         "tick_late_ms_p95": j95,
         "tick_late_ms_max": jmax,
         "period_ms_std": float(np.std(periods)) if periods else None,
+        "failure": result.info.get("failure"),  # why the env ended the episode early (a collision, ...), or None
         **extra,
     }
 
@@ -251,8 +253,9 @@ def _fmt(v: float | None, digits: int = 1) -> str:
 
 
 def summary_line(s: dict[str, Any]) -> str:
+    failure = f" failure={s['failure']}" if s.get("failure") else ""
     return (
-        f"episode {s['episode']} seed {s['seed']}: success={s['success']} steps={s['steps']} "
+        f"episode {s['episode']} seed {s['seed']}: success={s['success']}{failure} steps={s['steps']} "
         f"stalls={s['stall_steps']} holds={s['holds']} chunks={s['n_chunks']} dropped={s['dropped']} "
         f"failed={s['failed']} reconnects={s['reconnects']} safety={s['safety_interventions']} "
         f"latency p50={_fmt(s['latency_ms_p50'])} ms p95={_fmt(s['latency_ms_p95'])} ms "

@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -22,7 +22,7 @@ from policy_steer.errors import ValidationError
 from policy_steer.hardware.interventions import InterventionLog
 from policy_steer.hardware.spaces import ActionSpace
 from policy_steer.hardware.watchdog import Watchdog
-from policy_steer.types import Chunk, PolicySpec
+from policy_steer.types import Chunk, Observation, PolicySpec
 
 
 class ChunkRejected(ValidationError):
@@ -78,17 +78,17 @@ class ChunkGuard:
         self.rejected = 0
 
     def admit(self, chunk: Chunk, requested: float, arrived: float | None) -> Chunk:
-        actions = np.asarray(chunk.actions)
-        if actions.ndim != 2 or actions.shape[1] != self.space.dim:
-            self.rejected += 1
-            self.log.record("reject:chunk",
-                            f"chunk of shape {list(actions.shape)}; the action space has {self.space.dim} columns")
-            raise ChunkRejected(f"chunk of shape {list(actions.shape)} refused by the safety layer")
+        """The chunk with its rows clamped into the action space's bounds; raises ChunkRejected (counted)."""
+        raw = np.asarray(chunk.actions)
+        if raw.ndim != 2 or raw.shape[1] != self.space.dim:
+            self._reject(f"chunk of shape {list(raw.shape)}; the action space has {self.space.dim} columns",
+                         f"chunk of shape {list(raw.shape)} refused by the safety layer")
+        with np.errstate(over="ignore", invalid="ignore"):
+            actions = raw.astype(np.float32)  # what the rows will be (Chunk holds float32; a float64 1e300 is inf)
         if not np.all(np.isfinite(actions)):
-            self.rejected += 1
             bad = int(np.count_nonzero(~np.isfinite(actions)))
-            self.log.record("reject:chunk", f"chunk for step {chunk.start_step} has {bad} non-finite values")
-            raise ChunkRejected(f"chunk for step {chunk.start_step} has non-finite values; refused by the safety layer")
+            self._reject(f"chunk for step {chunk.start_step} has {bad} non-finite values (in float32)",
+                         f"chunk for step {chunk.start_step} has non-finite values; refused by the safety layer")
         clamped, n = self.space.validate_chunk(actions)
         if n:
             self.log.record("clamp:chunk", f"chunk for step {chunk.start_step}: {n} of {actions.size} values "
@@ -99,6 +99,11 @@ class ChunkGuard:
         info = dict(chunk.info or {})
         info["safety"] = {"clamped": n}
         return Chunk(clamped, chunk.start_step, info)
+
+    def _reject(self, detail: str, message: str) -> NoReturn:
+        self.rejected += 1
+        self.log.record("reject:chunk", detail)
+        raise ChunkRejected(message)
 
 
 class GuardedHandle:
@@ -149,7 +154,15 @@ class GuardedChunkSource:
     def wants_prefix(self) -> bool:
         return self.inner.wants_prefix
 
-    def submit(self, obs, start_step, prefix=None, state_kind="measured", prefix_start=None, prefix_committed=None):
+    def submit(
+        self,
+        obs: Observation,
+        start_step: int,
+        prefix: np.ndarray | None = None,
+        state_kind: str = "measured",
+        prefix_start: int | None = None,
+        prefix_committed: int | None = None,
+    ) -> GuardedHandle:
         handle = self.inner.submit(obs, start_step, prefix=prefix, state_kind=state_kind,
                                    prefix_start=prefix_start, prefix_committed=prefix_committed)
         return GuardedHandle(handle, self.guard)

@@ -9,13 +9,16 @@ Given the previous safe command (or, after ``reset``, the measured pose), a prop
 3. joint targets are clamped to the joint ranges, the gripper to its range;
 4. each joint moves at most ``max_joint_velocity / rate`` from the previous command (the gripper
    likewise, when it has a velocity limit);
-5. with kinematics and a workspace, the end-effector position of the result must lie in the box:
-   otherwise the command is pulled back along the segment from the previous command (bisection) to
-   the farthest point that does.
+5. with kinematics, the end-effector position of the result must lie in the workspace box and be
+   at most ``max_ee_speed / rate`` from the previous command's, whatever the kind of command (joint
+   targets too, and an inverse-kinematics solution that lands farther than its target): otherwise
+   the command is pulled back along the segment from the previous command (bisection) to the
+   farthest point that satisfies both.
 
 Invariant (what the property tests check): if the previous command was within the limits, so is
-every result, for any input, NaN and infinities included. If the arm starts outside them (a joint
-past its range, the hand outside the box) results only move back towards them, never farther out.
+every result, for any input, NaN and infinities included: joint ranges, joint step, gripper range
+and step, workspace box and end-effector step. If the arm starts outside them (a joint past its
+range, the hand outside the box) results only move back towards them, never farther out.
 Every change is reported as a note ``(key, detail)`` for the intervention log.
 """
 
@@ -27,7 +30,6 @@ import numpy as np
 
 from policy_steer.hardware.arm import ArmCommand, EeCommand, JointCommand, Kinematics
 from policy_steer.hardware.limits import ArmLimits
-
 
 
 def _fmt(v: np.ndarray) -> str:
@@ -126,8 +128,8 @@ class CommandFilter:
             g = self._g + float(np.sign(g - self._g)) * self._g_step
             notes.append(("limit:gripper_step", f"gripper step limited to {self._g_step:g}"))
 
-        if self.kin is not None and lim.has_workspace:
-            q = self._keep_in_workspace(q_prev, q, notes)
+        if self.kin is not None and (lim.has_workspace or self._ee_step is not None):
+            q = self._keep_cartesian_limits(q_prev, q, notes)
         self._q, self._g = q.copy(), g
         return FilterResult(JointCommand(q, g), False, notes)
 
@@ -152,34 +154,48 @@ class CommandFilter:
             p_prev = self.kin.fk(q_prev)
             d = p - p_prev
             n = float(np.linalg.norm(d))
-            if n > self._ee_step:
+            if n > self._ee_step + self.tol:
                 p = p_prev + d * (self._ee_step / n)
-                notes.append(("limit:ee_step", f"end-effector step {n:.4f} m limited to {self._ee_step:.4f} m"))
+                notes.append(("limit:ee_step", f"end-effector step {n:.5f} m limited to {self._ee_step:.5f} m"))
         q = np.asarray(self.kin.ik(p, q_prev), dtype=np.float64)
         if q.shape != q_prev.shape or not np.all(np.isfinite(q)):
             notes.append(("reject:ik", f"no finite joint solution for {_fmt(p)}"))
             return None
         return q
 
-    def _keep_in_workspace(self, q_prev: np.ndarray, q: np.ndarray, notes: list[tuple[str, str]]) -> np.ndarray:
-        lim, kin = self.limits, self.kin
-        prev_dist = lim.workspace_distance(kin.fk(q_prev))
+    def _keep_cartesian_limits(self, q_prev: np.ndarray, q: np.ndarray, notes: list[tuple[str, str]]) -> np.ndarray:
+        """``q``, or the farthest point towards it from ``q_prev`` whose end effector is in the workspace
+        box (outside it already: no farther out) and within one end-effector step of ``q_prev``'s."""
+        lim, kin, ee_step = self.limits, self.kin, self._ee_step
+        p_prev = kin.fk(q_prev)
+        prev_dist = lim.workspace_distance(p_prev)
         recovering = prev_dist > self.tol
 
-        def ok(qq: np.ndarray) -> bool:
-            p = kin.fk(qq)
+        def in_box(p: np.ndarray) -> bool:
+            if not lim.has_workspace:
+                return True
             if recovering:  # outside already: only moves that do not go farther out
                 return lim.workspace_distance(p) <= prev_dist + 1e-12
             return lim.in_workspace(p, self.tol)
 
-        if ok(q):
+        def short(p: np.ndarray) -> bool:
+            return ee_step is None or float(np.linalg.norm(p - p_prev)) <= ee_step + self.tol
+
+        p = kin.fk(q)
+        box_ok, step_ok = in_box(p), short(p)
+        if box_ok and step_ok:
             return q
-        lo, hi = 0.0, 1.0  # t = 0 (the previous command) satisfies ok by induction
+        lo, hi = 0.0, 1.0  # t = 0 (the previous command) satisfies both by induction
         for _ in range(self.bisect_iters):
             mid = 0.5 * (lo + hi)
-            if ok(q_prev + mid * (q - q_prev)):
+            pm = kin.fk(q_prev + mid * (q - q_prev))
+            if in_box(pm) and short(pm):
                 lo = mid
             else:
                 hi = mid
-        notes.append(("limit:workspace", f"command pulled back to {lo:.3f} of its step to stay in the workspace"))
+        if not box_ok:
+            notes.append(("limit:workspace", f"command pulled back to {lo:.3f} of its step to stay in the workspace"))
+        if not step_ok and all(k != "limit:ee_step" for k, _ in notes):
+            n = float(np.linalg.norm(p - p_prev))
+            notes.append(("limit:ee_step", f"end-effector step {n:.5f} m of the joint targets cut to {ee_step:.5f} m"))
         return q_prev + lo * (q - q_prev)

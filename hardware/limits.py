@@ -49,7 +49,7 @@ class ArmLimits:
     max_gripper_velocity: float | None = None  # gripper units per second (None: any step)
     workspace_low: np.ndarray | None = None  # [3]; enforced only for arms with kinematics
     workspace_high: np.ndarray | None = None
-    max_ee_speed: float | None = None  # metres per second, for end-effector targets
+    max_ee_speed: float | None = None  # metres per second of the end effector (every command; needs kinematics)
 
     def __post_init__(self) -> None:
         lo = _vec(self.joint_low, None, "joint_low")

@@ -132,7 +132,10 @@ class SafetyLayer:
         with self._lock:
             if self.stopped:
                 raise SafetyError(f"the arm was safe-stopped ({self.stop_key}: {self.stop_detail}); restart the robot process")
-            obs = self.arm.observe()
+            obs = self._read_arm()
+            if not (np.all(np.isfinite(obs.joints)) and np.isfinite(obs.gripper)):
+                raise SafetyError(f"{self.arm.name} reports non-finite joint values {np.asarray(obs.joints).tolist()}, "
+                                  f"gripper {obs.gripper}: check the driver and its calibration")
             self._obs = obs
             self.filter.reset(obs.joints, obs.gripper)
             self._check_start(obs)
@@ -142,9 +145,18 @@ class SafetyLayer:
         return self.obs_map(obs)
 
     def observe(self) -> Observation:
-        obs = self.arm.observe()
+        obs = self._read_arm()
         self._obs = obs
         return self.obs_map(obs)
+
+    def _read_arm(self) -> ArmObservation:
+        """The driver's reading; a driver that cannot read the arm is safe-stopped and ends the run."""
+        try:
+            return self.arm.observe()
+        except Exception as e:  # noqa: BLE001 - whatever the driver raises, the arm stops first
+            why = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+            self.stop("stop:driver_error", f"reading the arm failed ({why})")
+            raise SafetyError(f"{self.arm.name}: reading the arm failed ({why}); the arm was safe-stopped") from e
 
     def act(self, action: np.ndarray) -> None:
         step = self.steps

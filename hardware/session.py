@@ -76,8 +76,8 @@ class RobotRunConfig:
     request_timeout_s: float = 2.0  # one observe -> chunk request
     connect_timeout_s: float = 10.0  # wait this long for the server's welcome
     curve_keys: str | None = None  # folder of CURVE keys (policy-steer keys)
-    curve_name: str = "client"
-    client_name: str = "policy-steer-robot"
+    curve_name: str = "client"  # which key pair of --curve_keys is this robot's
+    client_name: str = "policy-steer-robot"  # the name sent in hello (server logs, telemetry)
     metrics_every_s: float = 1.0  # telemetry metrics period
     report: str | None = None  # write a JSON report (summary, interventions, per-step records) here
 
@@ -258,6 +258,9 @@ class RobotSession:
         except KeyboardInterrupt:
             interrupted = True
             safety.stop("stop:interrupted", "Ctrl-C in the robot process")
+            raise
+        except Exception as e:  # the run cannot go on: the arm stops before the error is reported
+            safety.stop("stop:error", f"the control loop failed: {type(e).__name__}: {e}")
             raise
         finally:
             if timer:

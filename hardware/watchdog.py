@@ -15,8 +15,10 @@ steps (so a safe stop does not wait for a control loop that may itself be stuck)
   last, ``n_execute / rate``, plus 0.5 s: a working server never trips it, a hung one does).
 
 A hold is latched. A ``link_down`` hold ends only when a chunk *requested after the hold began*
-arrives, so the arm never resumes on actions planned before an outage; a ``stale_chunks`` hold ends
-with the next chunk that arrives (the server was slow, not gone; the runtime drops stale chunks itself).
+arrives, so the arm does not resume before the server has answered for the present state (the rows
+that chunk was planned to follow, the committed prefix of ``vlash``/``async`` modes, may still run:
+after an outage longer than the queue there are none); a ``stale_chunks`` hold ends with the next
+chunk that arrives (the server was slow, not gone; the runtime drops stale chunks itself).
 """
 
 from __future__ import annotations

@@ -11,8 +11,8 @@ ROS node (rclpy, or a C++ node written from PROTOCOL.md) would do, minus the ROS
   "publish" the action for the current step (in ROS: a ``/cmd`` message). With no action for the step
   it holds (publishes nothing new). It answers the server's pings and pings it every second;
 - **subscriber of the server's telemetry** (SUB: ``chunk``, ``metrics``, ``event``) and, optionally, of a
-  **robot's telemetry** (SUB: ``action``, ``event``; the robot-side convention of docs/telemetry.md), as
-  a bridge would republish them as ROS topics.
+  **robot's telemetry** (SUB: ``action``, ``event``; the robot-side convention written down in
+  policy_steer/transport/robot_telemetry.py), as a bridge would republish them as ROS topics.
 
     python launch/ros_bridge_example.py --server tcp://127.0.0.1:5555 --telemetry tcp://127.0.0.1:5556 \\
         --robot_telemetry tcp://127.0.0.1:5557 --rate 10 --steps 100 --json bridge.json
@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import signal
 import struct
 import sys
@@ -378,6 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     summary["modules"] = sorted(m for m in sys.modules if m.split(".")[0] in ("policy_steer", "numpy", "torch"))
     print("ros-bridge: summary " + json.dumps(summary), flush=True)
     if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)  # results/ is not in a fresh clone
         with open(args.json, "w") as f:
             json.dump(summary, f, indent=1)
     return code

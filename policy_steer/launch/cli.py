@@ -2,6 +2,7 @@
 
     policy-steer launch launch/sim_robot.yaml
     policy-steer launch launch/sim_robot.yaml --set policy=checkpoints/push-diffusion,episodes=5
+    policy-steer launch launch/sim_benchmark.yaml --set mode=sync,vlash --set episodes=10   # lists; --set repeats
     policy-steer launch launch/real_robot.yaml --check true     # print the resolved plan, start nothing
 
 Exit code 0 when the launch ended normally (or on Ctrl-C with every process stopping cleanly), 1 when a
@@ -10,6 +11,7 @@ process failed, 2 for a bad launch file.
 
 from __future__ import annotations
 
+import json
 import shlex
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -28,6 +30,25 @@ class LaunchArgs:
     set: StrList = field(default_factory=StrList)  # name=value overrides of the file's vars (comma separated)
     check: bool = False  # load, substitute and validate; print the commands; start nothing
     color: bool | None = None  # colour the prefixes (None: when stdout is a terminal)
+
+
+def prepare_args(name: str, argv: list[str]) -> list[str]:
+    """``--set a=1 --set b=2`` is ``--set a=1,b=2`` (the option parser would keep only the last one)."""
+    pairs: list[str] = []
+    rest: list[str] = []
+    it = iter(argv)
+    for word in it:
+        if word == "--set":
+            value = next(it, None)
+            if value is None:
+                raise ConfigError("--set needs name=value pairs, e.g. --set policy=checkpoints/push-diffusion")
+            pairs.append(value)
+        elif word.startswith("--set="):
+            pairs.append(word[len("--set="):])
+        else:
+            rest.append(word)
+    # quoted: the option parser reads values as YAML, which would take a ':' or '#' in a path as syntax
+    return rest + (["--set", json.dumps(",".join(pairs))] if pairs else [])
 
 
 def run(args: LaunchArgs) -> int:

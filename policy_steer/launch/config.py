@@ -92,14 +92,23 @@ def builtin_vars(path: Path) -> dict[str, str]:
 
 
 def parse_overrides(items: list[str]) -> dict[str, str]:
-    """``["name=value", ...]`` -> dict; a clear error for anything else."""
-    out = {}
+    """``["name=value", ...]`` -> dict; a clear error for anything else.
+
+    ``--set`` arrives split on commas, so a piece without ``=`` continues the value before it:
+    ``--set mode=sync,vlash,episodes=3`` sets ``mode`` to ``sync,vlash`` and ``episodes`` to ``3``.
+    """
+    out: dict[str, str] = {}
+    last: str | None = None
     for item in items:
         name, eq, value = item.partition("=")
         name = name.strip()
-        if not eq or not _VAR.fullmatch("${" + name + "}"):
-            raise ConfigError(f"--set takes name=value pairs, got {item!r}")
-        out[name] = value.strip()
+        if eq and _VAR.fullmatch("${" + name + "}"):
+            out[name] = value.strip()
+            last = name
+        elif not eq and last is not None:
+            out[last] += "," + item.strip()
+        else:
+            raise ConfigError(f"--set takes name=value pairs (comma separated), got {item!r}")
     return out
 
 

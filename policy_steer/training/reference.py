@@ -20,6 +20,7 @@ from pathlib import Path
 
 from policy_steer.errors import ConfigError, DatasetError
 from policy_steer.policies.loading import CheckpointMeta
+from policy_steer.training.column_cache import cached_columns
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +123,8 @@ def train_reference(cfg: Config) -> Path:
     )
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     t0 = time.perf_counter()
-    train(train_cfg)
+    with cached_columns():  # same samples, without lerobot's per-sample schema copies (see column_cache.py)
+        train(train_cfg)
     train_s = time.perf_counter() - t0
     final = run_dir / "checkpoints" / "last" / "pretrained_model"
     if not final.is_dir():

@@ -38,7 +38,7 @@ class ServeConfig:
     session_timeout_s: float = 30.0  # a session expires after this long without a message
     max_sessions: int = 64  # hellos beyond this are answered `busy`
     telemetry_hwm: int = 100  # telemetry messages queued per subscriber before they are dropped
-    max_batch: int = 1  # >1: observes of several sessions in one call (needs a policy with predict_chunks)
+    max_batch: int = 1  # >1: batch observes of several sessions; needs predict_chunks (SteeredPolicy: warned, ignored)
 
 
 def build_served_policy(cfg: ServeConfig) -> ServedPolicy:
@@ -114,10 +114,12 @@ def run_keys(cfg: KeysConfig) -> int:
     written = generate_keys(cfg.out, clients=list(cfg.clients), server=cfg.server, force=cfg.force)
     for p in written:
         print(p)
+    name = next(iter(cfg.clients), "client")
     print(
         f"\nserver: policy-steer serve --policy CKPT --bind tcp://0.0.0.0:5555 --curve_keys {cfg.out}\n"
-        f"robot:  copy {cfg.out}/server.key and {cfg.out}/<client>.key_secret; "
-        f"ClientConfig(curve_keys=DIR, curve_name='<client>')"
+        f"robot:  copy {cfg.out}/server.key and {cfg.out}/{name}.key_secret into a folder DIR on the robot, then\n"
+        f"        policy-steer sim-robot --server tcp://SERVER_HOST:5555 --curve_keys DIR --curve_name {name} ...\n"
+        f"        (in Python: PolicyClient(endpoint=..., curve_keys=DIR, curve_name='{name}'))"
     )
     return 0
 

@@ -720,6 +720,10 @@ class PolicyClient:
             if kind != PONG:  # pongs of heartbeats have no pending entry
                 self.stats.late_replies += 1
             return
+        if self._last_rx > p.deadline:  # read after its deadline (this thread was late): a timeout, not a chunk
+            self.stats.late_replies += 1
+            self._timeout(p)
+            return
         if kind == ERROR:
             self._on_error(p, msg)
         elif kind == CHUNK and p.kind == OBSERVE:

@@ -121,6 +121,11 @@ class InferenceWorker(threading.Thread):
         )
         self.configurable = callable(getattr(policy, "configure", None))
         self.max_batch = max_batch if callable(getattr(policy, "predict_chunks", None)) else 1
+        if max_batch > 1 and self.max_batch == 1:
+            log.warning(
+                "max_batch=%d ignored: the policy (%s) has no predict_chunks; observes run one at a time",
+                max_batch, type(policy).__name__,
+            )
         self.batch_sizes: list[int] = []
         self._known: dict[str, Session] = {}  # sessions the batching policy has seen
         self._stopping = threading.Event()

@@ -1,9 +1,9 @@
 """Robot-side telemetry: what a robot process executed, and what happened to it, on its own PUB socket.
 
-PROTOCOL.md v1 has no message for a robot to report the actions it executed, and the protocol is not
-changed for it. The v1 convention (``docs/telemetry.md``) is that a robot process binds its **own** PUB
-endpoint with the same framing as the server's telemetry (a topic frame, then a msgpack header with
-``session``, then raw arrays) and publishes two topics:
+PROTOCOL.md v1 names an ``action`` telemetry topic but has no message for a robot to report what it
+executed, and the protocol is not changed for it. The v1 convention, defined here, is that a robot
+process binds its **own** PUB endpoint with the same framing as the server's telemetry (a topic frame,
+then a msgpack header with ``session``, then raw arrays) and publishes two topics:
 
 - ``action``: every executed action (held or not), with its control step, the id and row of the chunk
   it came from, and the monotonic stamp at which it was commanded;
@@ -28,6 +28,7 @@ from policy_steer.errors import ConfigError
 from policy_steer.transport.telemetry import TelemetryPublisher
 
 ROBOT_TOPICS = ("action", "event")
+CLOSE_LINGER_MS = 1000
 
 
 class RobotTelemetry:
@@ -117,7 +118,8 @@ class RobotTelemetry:
                     break
                 pub.publish(*item)
                 self.published += 1
-            time.sleep(0.05)  # let the last frames leave before the socket closes (LINGER is 0)
         finally:
-            pub.close()
+            # the last messages (episode_end, the final actions) get up to CLOSE_LINGER_MS to reach the
+            # subscribers; a subscriber that is gone or stuck cannot hold the process longer than that
+            pub.close(linger_ms=CLOSE_LINGER_MS)
             context.term()

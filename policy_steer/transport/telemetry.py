@@ -63,8 +63,9 @@ class TelemetryPublisher:
         except zmq.Again:  # PUB drops at the high-water mark; this is the rare case it says so
             self.dropped += 1
 
-    def close(self) -> None:
-        self.socket.close(linger=0)
+    def close(self, linger_ms: int = 0) -> None:
+        """Close the socket; ``linger_ms`` > 0 gives queued messages that long to leave (bounded)."""
+        self.socket.close(linger=linger_ms)
 
 
 class TelemetrySubscriber:

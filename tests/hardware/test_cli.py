@@ -29,7 +29,11 @@ def test_dry_run_of_a_lerobot_robot_and_a_missing_driver(policy_server, tmp_path
     r = run_cli([*base, "--dry-run", "--rate", "20", "--max_steps", "30", "--report", str(report)])
     assert r.returncode == 0, r.stderr
     assert "replaced by the MuJoCo virtual arm" in r.stderr
-    assert "30 steps" in r.stdout and "clamp:chunk" in r.stdout
+    out = r.stdout.splitlines()
+    assert len(out) == 3 and all(ln.startswith("policy-steer robot: ") for ln in out), r.stdout
+    assert "30 steps in" in out[0] and "executed" in out[0] and "accepted" in out[0]
+    assert "interventions: clamp" in out[1] and "clamp:chunk" in out[1]
+    assert "run ended without a safe stop" in out[2]
     rep = json.loads(report.read_text())
     assert rep["arm"] == "lerobot:policy_steer_virtual_follower" and rep["action_space"] == "joint"
     assert rep["safety"]["interventions"]["clamp:chunk"] == rep["safety"]["chunks_accepted"] >= 1
@@ -73,4 +77,5 @@ def test_sigterm_safe_stops_the_arm_and_says_why(policy_server):
             proc.kill()
     assert proc.returncode == 3
     assert "safe stop (stop:signal: SIGTERM in the robot process)" in err
-    assert "steps," in out and "stop:signal" in out
+    assert "steps in" in out and "stop 1 (stop:signal 1)" in out
+    assert "stopped: stop:signal (SIGTERM in the robot process)" in out

@@ -51,6 +51,9 @@ def check(lim: ArmLimits, kin, prev: JointCommand, out: JointCommand, tol: float
         assert abs(out.gripper - prev.gripper) <= g_step + tol
     if kin is not None and lim.has_workspace:
         assert lim.in_workspace(kin.fk(q), 1e-6), kin.fk(q)
+    ee_step = lim.ee_step(HZ)
+    if kin is not None and ee_step is not None:  # every command, joint targets included
+        assert np.linalg.norm(kin.fk(q) - kin.fk(q0)) <= ee_step + 1e-6, np.linalg.norm(kin.fk(q) - kin.fk(q0))
 
 
 @SETTINGS

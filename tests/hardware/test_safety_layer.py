@@ -50,12 +50,13 @@ def commands_respect_limits(start_q: np.ndarray, start_g: float) -> None:
         assert np.all(q >= lim.joint_low - 1e-9) and np.all(q <= lim.joint_high + 1e-9)
         assert np.all(np.abs(q - q_prev) <= lim.joint_step(HZ) + 1e-9)
         assert lim.in_workspace(kin.fk(q), 1e-6)
+        assert np.linalg.norm(kin.fk(q) - kin.fk(q_prev)) <= lim.ee_step(HZ) + 1e-6
         assert lim.gripper_low <= g <= lim.gripper_high
         q_prev = q
 
 
 nasty = st.one_of(st.floats(-2.0, 2.0), st.floats(allow_nan=True, allow_infinity=True),
-                  st.sampled_from([math.nan, math.inf, -math.inf, 1e30]))
+                  st.sampled_from([math.nan, math.inf, -math.inf, 1e30, -1e300]))
 
 
 @st.composite
@@ -66,8 +67,10 @@ def episodes(draw, action_dim: int):
         if kind == "chunk":
             h = draw(st.integers(1, 6))
             rows = draw(st.lists(st.lists(nasty, min_size=action_dim, max_size=action_dim), min_size=h, max_size=h))
-            with np.errstate(over="ignore"):  # 1e30 and beyond become inf in float32: part of the test
-                events.append(("chunk", np.array(rows, dtype=np.float64).astype(np.float32)))
+            # float64 chunks too (a local chunk source): 1e300 is finite there and inf in float32
+            dtype = draw(st.sampled_from([np.float32, np.float64]))
+            with np.errstate(over="ignore"):  # 1e39 and beyond become inf in float32: part of the test
+                events.append(("chunk", np.array(rows, dtype=np.float64).astype(dtype)))
         elif kind == "row":
             events.append(("row", draw(st.integers(0, 100))))
         else:
@@ -81,10 +84,12 @@ def play(s: SafetyLayer, events) -> None:
     for kind, value in events:
         if kind == "chunk":
             try:
-                chunk = s.guard_.admit(Chunk(value, 0), CLOCK(), CLOCK())
+                with np.errstate(over="ignore"):  # Chunk casts to float32: 1e300 becomes inf, as it would on the wire
+                    chunk = s.guard_.admit(Chunk(value, 0), CLOCK(), CLOCK())
                 rows += list(chunk.actions)
             except ChunkRejected:
-                assert not np.all(np.isfinite(value))
+                with np.errstate(over="ignore"):
+                    assert not np.all(np.isfinite(value.astype(np.float32)))
             continue
         s.observe()
         if kind == "row":
@@ -137,7 +142,10 @@ def test_non_finite_or_misshapen_chunks_are_refused_and_counted():
         s.guard_.admit(Chunk(np.array([[0.0, 0.0, np.inf, 0.0]], np.float32), 3), CLOCK(), CLOCK())
     with pytest.raises(ChunkRejected, match="shape"):
         s.guard_.admit(Chunk(np.zeros((2, 3), np.float32), 3), CLOCK(), CLOCK())
-    assert s.log.counts["reject:chunk"] == 2 and s.guard_.rejected == 2 and s.guard_.accepted == 0
+    with pytest.raises(ChunkRejected, match="non-finite"), np.errstate(over="ignore"):
+        # finite in float64, inf as the float32 rows a Chunk holds
+        s.guard_.admit(Chunk(np.array([[0.0, 0.0, 1e300, 0.0]], np.float64), 3), CLOCK(), CLOCK())
+    assert s.log.counts["reject:chunk"] == 3 and s.guard_.rejected == 3 and s.guard_.accepted == 0
     assert s.watchdog.last_chunk is None  # a refused chunk does not feed the watchdog
 
 
@@ -178,6 +186,24 @@ def test_a_driver_error_becomes_a_safe_stop():
     ARM.disconnect()  # the next command raises in the driver
     s.act(chunk.actions[0])
     assert s.stop_key == "stop:driver_error" and s.records[-1].decision == STOPPED
+
+
+def test_a_driver_that_cannot_read_the_arm_is_stopped_and_named():
+    s = layer()
+    ARM.disconnect()  # observe() raises in the driver
+    with pytest.raises(SafetyError, match="reading the arm failed .*safe-stopped"):
+        s.observe()
+    assert s.stop_key == "stop:driver_error" and ARM.stopped and s.log.counts["stop:driver_error"] == 1
+
+
+def test_a_non_finite_reading_at_reset_is_refused(monkeypatch):
+    s = layer()
+    real = ARM.observe()
+    real.joints = real.joints.copy()
+    real.joints[2] = np.nan
+    monkeypatch.setattr(ARM, "observe", lambda: real)
+    with pytest.raises(SafetyError, match="non-finite joint values"):
+        s.reset()
 
 
 def test_a_hold_run_is_one_log_line_but_every_step_counts(caplog):

@@ -7,6 +7,7 @@ The launcher runs as its own process, as a user would run it; its children are r
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import re
 import runpy
@@ -94,6 +95,18 @@ def test_vars_and_overrides(tmp_path):
         load_launch(path, {"typo": "1"})
     with pytest.raises(ConfigError, match="name=value"):
         parse_overrides(["novalue"])
+    # --set arrives split on commas: a piece without '=' continues the value before it (list values)
+    assert parse_overrides(["mode=sync", "vlash", "episodes=3"]) == {"mode": "sync,vlash", "episodes": "3"}
+    # repeated --set options add up (the option parser alone would keep the last), values are verbatim
+    lists = write(tmp_path, """
+        vars: {mode: "sync,async", episodes: "1", out: "results"}
+        processes:
+          - {name: a, command: "python -c pass --mode ${mode} --episodes ${episodes} --out ${out}"}
+    """, "lists.yaml")
+    check = Proc.cli("launch", str(lists), "--set", "mode=sync,vlash", "--set", "episodes=3", "--set=out=/tmp/a:b",
+                     "--check", "true")
+    assert check.wait(60) == 0, check.output
+    assert "--mode sync,vlash --episodes 3 --out /tmp/a:b" in check.output
     bad = Proc.cli("launch", str(write(tmp_path, "processes: []", "empty.yaml")))
     assert bad.wait(60) == 2 and "no processes" in bad.output
 
@@ -209,3 +222,46 @@ def test_a_killed_launcher_leaves_no_orphans(tmp_path, bridge_copy):
     os.kill(launcher.pid, signal.SIGKILL)  # no teardown: the children's parent-death signal does it
     launcher.wait(10)
     _assert_gone(kids, timeout_s=20)
+
+
+@pytest.fixture(scope="module")
+def push_checkpoint(tmp_path_factory):
+    """A tiny random lerobot DiffusionPolicy whose shapes fit ``push`` (what launch/sim_robot.yaml serves)."""
+    from policy_steer import envs
+    from tests.runtime.conftest import build_env_policy
+
+    u = envs.make("push", "obstacle").unwrapped
+    return build_env_policy(tmp_path_factory.mktemp("push_tiny"), u.state_dim, u.state_dim - u.robot_state_dim,
+                            u.action_dim, u.max_step)
+
+
+def test_the_shipped_sim_robot_launch_runs_a_real_policy_and_stops_on_sigint(tmp_path, push_checkpoint):
+    """`policy-steer launch launch/sim_robot.yaml` as shipped (only the checkpoint, ports and output moved):
+    server and robot come up healthy, an episode runs to its end, and Ctrl-C in the next one stops both
+    cleanly (exit 0, the robot's JSON written with the interrupted episode), leaving no process behind."""
+    out = tmp_path / "sim_robot.json"
+    overrides = ",".join([
+        f"policy={push_checkpoint}", "episodes=50", f"json={out}", f"server={free_endpoint()}",
+        f"server_telemetry={free_endpoint()}", f"robot_telemetry={free_endpoint()}",
+    ])
+    launcher = Proc.cli("launch", str(REPO / "launch" / "sim_robot.yaml"), "--set", overrides)
+    try:
+        launcher.wait_line("processes healthy", 240)
+        kids = descendants(launcher.pid)
+        launcher.wait_line("sim-robot: episode 0 seed 0: success=", 120)  # 150 steps at 20 Hz: about 8 s
+        os.kill(launcher.pid, signal.SIGINT)
+        assert launcher.wait(60) == 0, launcher.output_tail()
+    finally:
+        launcher.kill()
+    _assert_gone(kids)
+    log = launcher.output
+    assert "stopping: SIGINT received" in log and "killed" not in log and "FAILED" not in log
+    assert log.index("stopping robot") < log.index("stopping server")
+    assert re.search(r"robot +\| sim-robot: done, \d+ episode\(s\)", log), launcher.output_tail()
+    assert re.search(r"│ server +│ \d+ +│ stopped \(SIGINT\) .*│ 0 +│", log) and re.search(
+        r"│ robot +│ \d+ +│ stopped \(SIGINT\) .*│ 0 +│", log), launcher.output_tail()
+    report = json.loads(out.read_text())
+    first, *rest = report["episodes"]
+    assert 0 < first["steps"] <= 150 and first["n_chunks"] >= 1 and not first["interrupted"]
+    # Ctrl-C landed in episode 1 (or, on a very slow machine, just before it started)
+    assert len(report["episodes"]) < 50 and (not rest or rest[-1]["interrupted"])

@@ -147,8 +147,8 @@ def test_client_source_sends_only_what_the_protocol_can_say():
 
 def test_the_transport_client_plugs_in_as_a_chunk_source():
     """A policy server in its own process (the transport's fixed-chunk server), reached over ZeroMQ."""
-    client_mod = pytest.importorskip("policy_steer.transport.client")
-    helpers = pytest.importorskip("tests.transport.helpers")
+    from policy_steer.transport import client as client_mod
+    from tests.transport import helpers
     server = helpers.ServerProcess(["--bind", "tcp://127.0.0.1:*", "--state_dim", "5", "--action_dim", "3",
                                     "--horizon", "8", "--delay_s", "0.1", "--control_hz", "50"])
     try:

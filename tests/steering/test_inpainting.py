@@ -29,7 +29,8 @@ def policy(request, tiny_diffusion_dir, tmp_path_factory):
     torch.set_num_threads(1)
     if request.param == "diffusion":
         return load_policy(tiny_diffusion_dir)
-    flow = pytest.importorskip("tests.policies.flow_checkpoints")
+    from tests.policies import flow_checkpoints as flow
+
     return load_policy(flow.build_tiny_dit(tmp_path_factory.mktemp("dit") / "ckpt"))
 
 

@@ -194,7 +194,6 @@ REFERENCE = Path(__file__).resolve().parents[2] / "checkpoints" / "push-diffusio
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not REFERENCE.is_dir(), reason="checkpoints/push-diffusion is not trained yet")
 def test_vls_steers_the_reference_push_policy_through_whole_episodes():
     from policy_steer.envs import make
 

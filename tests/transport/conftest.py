@@ -23,3 +23,12 @@ def slow_server():
     server = ServerProcess(FIXED_ARGS + ["--delay_s", "0.5"])
     yield server
     server.kill()
+
+
+@pytest.fixture(scope="module")
+def slower_server():
+    """Each chunk takes 2 s: wide enough a window for tests that must send while one chunk is computed,
+    however late this loaded machine schedules the sender."""
+    server = ServerProcess(FIXED_ARGS + ["--delay_s", "2.0"])
+    yield server
+    server.kill()

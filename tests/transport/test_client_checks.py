@@ -119,7 +119,7 @@ def test_the_client_hands_over_only_chunks_as_promised(case):
                 with pytest.raises(TransportError, match="rejected"):
                     c.request_chunk(obs, step=5, start_step=7)
                 assert c.stats.bad_replies == 1
-            deadline = time.monotonic() + 2
+            deadline = time.monotonic() + 10
             while not server.pongs and time.monotonic() < deadline:
                 time.sleep(0.02)
             assert server.pongs and server.pongs[0]["re"] > 1000  # the server's ping was answered

@@ -192,19 +192,19 @@ def test_error_internal_when_the_policy_fails_and_the_server_keeps_serving(raw):
     assert h["type"] == "chunk"
 
 
-def test_error_busy_for_a_stale_queued_observe(slow_server):
-    raw = RawClient(slow_server.endpoint)
+def test_error_busy_for_a_stale_queued_observe(slower_server):
+    raw = RawClient(slower_server.endpoint)
     try:
         w = raw.hello()
         arrays = observation(w["observation"])
         keys = {"session": w["session"], "state_kind": "measured"}
         a = raw.send(raw.header("observe", step=1, start_step=1, **keys), arrays)
-        time.sleep(0.25)  # A is running now (it takes 0.5 s)
+        time.sleep(0.5)  # A is running now (it takes 2 s)
         b = raw.send(raw.header("observe", step=2, start_step=2, **keys), arrays)
         c = raw.send(raw.header("observe", step=3, start_step=3, **keys), arrays)
         replies = {}
         for _ in range(3):
-            h, _ = raw.recv(timeout_s=5)
+            h, _ = raw.recv(timeout_s=20)
             replies[h["re"]] = h
         assert replies[a]["type"] == "chunk" and replies[a]["start_step"] == 1
         assert replies[b]["type"] == "error" and replies[b]["code"] == "busy" and "step 3" in replies[b]["message"]
@@ -237,8 +237,10 @@ def test_sessions_expire_without_messages_and_pings_keep_them():
     try:
         idle, busy = RawClient(server.endpoint), RawClient(server.endpoint)
         w_idle, w_busy = idle.hello(), busy.hello()
-        for _ in range(10):  # 2.5 s: the busy client pings, the idle one says nothing
-            busy.request("ping")
+        # 3.5 s: the busy client pings every 0.25 s, the idle one says nothing (expiry is checked every
+        # second, so the idle session is gone after 2 s at most; the busy one has 4x margin per ping)
+        for _ in range(14):
+            busy.request("ping", timeout_s=20)
             time.sleep(0.25)
         h, _ = observe(idle, w_idle)
         assert h["code"] == "no_session"
@@ -263,7 +265,7 @@ def test_session_limit_answers_busy():
 
 
 def test_observes_of_several_sessions_are_batched_when_the_policy_can():
-    server = ServerProcess(FIXED_ARGS + ["--delay_s", "0.4", "--max_batch", "4"])
+    server = ServerProcess(FIXED_ARGS + ["--delay_s", "2.0", "--max_batch", "4"])
     clients = [RawClient(server.endpoint) for _ in range(5)]
     try:
         welcomes = [c.hello() for c in clients]
@@ -277,10 +279,10 @@ def test_observes_of_several_sessions_are_batched_when_the_policy_can():
             return clients[i].send(clients[i].header("observe", **keys), arrays[i])
 
         seqs = {0: send(0, 1)}
-        time.sleep(0.2)  # client 0's observe is running (0.4 s); the next ones queue up behind it
+        time.sleep(0.5)  # client 0's observe is running (2 s); the next ones queue up behind it
         for i in (1, 2, 3, 4):
             seqs[i] = send(i, 1)
-        replies = {i: clients[i].recv(timeout_s=10)[0] for i in range(5)}
+        replies = {i: clients[i].recv(timeout_s=30)[0] for i in range(5)}
         for i, h in replies.items():
             assert h["type"] == "chunk" and h["re"] == seqs[i] and h["start_step"] == 1 + i
             assert h["info"]["echo"]["sums"]["observation.state"] == pytest.approx(
@@ -303,7 +305,13 @@ def test_a_telemetry_subscriber_that_never_reads_loses_messages_and_slows_nothin
     pub = TelemetryPublisher("tcp://127.0.0.1:*", hwm=10)
     sub = TelemetrySubscriber(pub.endpoint, topics=("chunk",), hwm=1)
     try:
-        time.sleep(0.3)  # let the subscription reach the publisher
+        # PUB drops everything until the subscription has reached it: publish probes until one arrives
+        deadline = time.monotonic() + 30
+        while sub.recv(0.05) is None:
+            assert time.monotonic() < deadline, "the subscription never reached the publisher"
+            pub.publish("chunk", {"session": "s", "i": -1})
+        while sub.recv(0.2) is not None:  # drain the probes still in flight
+            pass
         payload = np.zeros((256, 256), np.float32)  # 256 KiB per message, 500 MiB in all
         n = 2000
         t0 = time.monotonic()
