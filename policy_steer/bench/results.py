@@ -55,11 +55,18 @@ def run_entry(cell: Cell, episodes: list[dict[str, Any]]) -> dict[str, Any]:
         "success_rate": k / n if n else 0.0,
         "ci95": wilson_ci(k, n),
         "mean_episode_steps": _mean([e["steps"] for e in episodes]),
-        "mean_completion_steps": _mean([e["steps"] for e in episodes]),
+        # reset to success or time-out, stalls included: an episode that did not succeed counts as the
+        # time-out (older summaries without ``completion_steps``: the episode's steps)
+        "mean_completion_steps": _mean([e.get("completion_steps", e["steps"]) for e in episodes]),
+        "mean_success_steps": _mean([e["steps"] for e in episodes if e["success"]]),
         "mean_stall_steps": _mean([e["stall_steps"] for e in episodes]),
         "seam_jump": _mean([e["seam_jump"] for e in episodes]),
+        "within_chunk_jump": _mean([e.get("within_chunk_jump") for e in episodes]),
         "state_estimate_error": _mean([e["state_estimate_error"] for e in episodes]),
         "reaction_steps": _mean([e["reaction_steps"] for e in episodes]),
+        "reaction_opportunity_steps": _mean([e.get("reaction_opportunity_steps") for e in episodes]),
+        "reaction_censored": (sum(bool(e.get("reaction_censored")) for e in episodes)
+                              if any(e.get("goal_jump_step") is not None for e in episodes) else None),
         "chunk_latency_ms": {
             "p50": float(np.percentile(lat, 50)) if lat else None,
             "p95": float(np.percentile(lat, 95)) if lat else None,
@@ -68,6 +75,9 @@ def run_entry(cell: Cell, episodes: list[dict[str, Any]]) -> dict[str, Any]:
         "failures": dict(Counter(e["failure"] for e in episodes if not e["success"] and e["failure"])),
         "seeds": [e["seed"] for e in episodes],
         "per_episode_success": [bool(e["success"]) for e in episodes],
+        "per_episode_completion_steps": [e.get("completion_steps", e["steps"]) for e in episodes],
+        "per_episode_stall_steps": [e["stall_steps"] for e in episodes],
+        "per_episode_reaction_steps": [e.get("reaction_steps") for e in episodes],
     })
     figures: dict[str, list[float]] = {}
     for e in episodes:
@@ -83,7 +93,8 @@ _COLUMNS = [
     ("candidates", "M"), ("verifier", "verifier"), ("particles", "B"), ("fk", "FK"), ("gradient", "grad"),
     ("mode", "mode"), ("latency_steps", "d"), ("success_rate", "success"), ("ci95", "95% CI"),
     ("mean_completion_steps", "steps"), ("mean_stall_steps", "stall"), ("seam_jump", "seam jump"),
-    ("state_estimate_error", "est. err (m)"), ("reaction_steps", "reaction"), ("chunk_latency_ms", "chunk ms p50"),
+    ("within_chunk_jump", "in-chunk jump"), ("state_estimate_error", "est. err (m)"), ("reaction_steps", "reaction"),
+    ("reaction_opportunity_steps", "first chance"), ("chunk_latency_ms", "chunk ms p50"),
     ("vs_unsteered", "vs none: pts / latency x"),
 ]
 
@@ -101,7 +112,7 @@ def _fmt(key: str, v: Any) -> str:
     if key == "policy":
         return Path(str(v)).name
     if isinstance(v, float):
-        return f"{v:.3f}" if key in ("seam_jump", "state_estimate_error") else f"{v:.2f}"
+        return f"{v:.4f}" if key in ("seam_jump", "within_chunk_jump", "state_estimate_error") else f"{v:.2f}"
     return str(v)
 
 

@@ -11,21 +11,34 @@ With d = 0 and the default trigger (= the delay estimate), the three modes give 
 
 Figures of an episode:
 
-- ``steps``: control steps from reset to success or time-out, stalls included;
+- ``steps``: control steps from reset to the end of the episode (success, failure or time-out),
+  stalls included; ``completion_steps``: the same, but an episode that did not succeed counts as the
+  time-out (``max_episode_steps``), so that a policy which fails early (a collision) does not look fast.
+  This is the issue's "control steps from reset to success or time-out, stalls included";
 - ``stall_steps``: steps at which nothing was queued and the robot held;
-- ``seam_jump``: mean |a_t - a_(t-1)| (xyz) over the steps at which the executing chunk changes;
+- ``seam_jump``: mean |a_first(new) - a_last(old)| (xyz) over the seams, where a_last(old) is the last
+  *executed* action of the chunk that ran before and a_first(new) the first executed action of the
+  next chunk (held steps between them, as in ``sync``, are not actions of either chunk). For delta
+  actions this is the jump in commanded velocity at the seam. ``within_chunk_jump``: the same
+  difference between consecutive executed actions of one chunk, the reference a seam jump is read
+  against (the policy's own smoothness);
 - ``state_estimate_error``: mean over chunks of |assumed ee - measured ee| (metres) at the step its
   first row runs (sync: drift while holding; async: how far the robot moved during the inference;
   vlash: the future-state estimator's error);
 - ``reaction_steps`` (moving-goal): ``k - j``, where j is the control index of the first observation
   that shows the new goal (the goal moves at the end of env step j, ``info["goal_jump_step"]``) and k
-  the first control step that executes an action of a chunk conditioned on an observation taken at
-  or after j. This is the first step at which the executed action *can* differ from the episode in
-  which the goal did not move: with the same seed, every chunk before k saw the same observations
-  and drew the same noise, so the counterfactual no-jump episode is identical up to k. A definition
-  by motion ("the end effector moves toward the new goal") is not unambiguous on push or pick-place,
-  where the end effector first travels to the object and may head toward the new goal by chance
-  before any reaction. None when the episode ended before k (counted in ``reaction_censored``).
+  the first control index at which the measured end effector is more than
+  ``RuntimeConfig.reaction_departure`` (5 mm) away from where it is, at the same index, in the counterfactual episode of the same seed in
+  which the goal does not move. With the same seed every chunk draws the same noise and is asked for
+  at the same step in both episodes, so the two are identical until a chunk conditioned on the new
+  goal runs; k is the first step at which the robot's motion has changed because of the new goal.
+  (Requiring the change to point *at* the new goal would be wrong on push and pick-place, where the
+  right reaction is often to go around the object on the other side, away from the goal.) The
+  counterfactual episode runs only until that departure is found. None when the episode ended first
+  (``reaction_censored``);
+- ``reaction_opportunity_steps`` (moving-goal): ``k0 - j``, k0 the first control step that executes an
+  action of a chunk conditioned on an observation taken at or after j: the earliest step a reaction
+  is possible, whatever the policy does with it (``reaction_steps >= reaction_opportunity_steps + 1``: an action moves the end effector one step later).
 """
 
 from __future__ import annotations
@@ -54,6 +67,7 @@ class RuntimeConfig:
     estimator: str = "auto"  # vlash future state: auto | target | delta | model
     quantize: int = 1  # action quantization q (1 = off)
     send_prefix: bool | None = None  # pass the previous plan as prefix (None: when a strategy asks, e.g. rtc)
+    reaction_departure: float = 0.005  # metres: moving-goal reaction threshold (module docstring)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -98,22 +112,29 @@ class EpisodeResult:
     seed: int
     success: bool
     failure: str | None
-    steps: int  # control steps from reset to success or time-out, stalls included
+    steps: int  # control steps from reset to the end of the episode, stalls included
     stall_steps: int
     chunks: list[ChunkRecord]
     records: list[StepRecord]
-    seam_jump: float | None  # mean |a_t - a_{t-1}| (xyz) where the executed chunk changes
+    seam_jump: float | None  # mean |a_first(new) - a_last(old)| (xyz) at chunk seams
     state_estimate_error: float | None
     reaction_steps: int | None  # moving-goal: see the module docstring
     goal_jump_step: int | None = None
     reaction_censored: bool = False  # the goal jumped but the episode ended before any reaction
+    completion_steps: int | None = None  # steps if success, else the time-out (see the module docstring)
+    within_chunk_jump: float | None = None  # mean |a_t - a_(t-1)| (xyz) between rows of one chunk
+    reaction_opportunity_steps: int | None = None  # moving-goal: first step a reaction is possible, minus j
+    max_episode_steps: int | None = None
 
     def summary(self) -> dict[str, Any]:
         lat = [c.latency_ms for c in self.chunks]
         return {
             "seed": self.seed, "success": self.success, "failure": self.failure, "steps": self.steps,
+            "completion_steps": self.completion_steps if self.completion_steps is not None else self.steps,
             "stall_steps": self.stall_steps, "n_chunks": len(self.chunks), "seam_jump": self.seam_jump,
+            "within_chunk_jump": self.within_chunk_jump,
             "state_estimate_error": self.state_estimate_error, "reaction_steps": self.reaction_steps,
+            "reaction_opportunity_steps": self.reaction_opportunity_steps,
             "goal_jump_step": self.goal_jump_step, "reaction_censored": self.reaction_censored,
             "chunk_latency_ms": lat,
         }
@@ -134,8 +155,44 @@ class _InFlight:
     record: ChunkRecord
 
 
-def run_episode(env, policy, cfg: RuntimeConfig, seed: int, record_steps: bool = False) -> EpisodeResult:
-    """Run one seeded episode of ``env`` (a TaskEnv) under ``policy`` (a SteeredPolicy)."""
+REACTION_DEPARTURE = RuntimeConfig.reaction_departure  # the default threshold (metres)
+
+
+def run_episode(env, policy, cfg: RuntimeConfig, seed: int, record_steps: bool = False,
+                reaction: bool = True) -> EpisodeResult:
+    """Run one seeded episode of ``env`` (a TaskEnv) under ``policy`` (a SteeredPolicy).
+
+    On ``moving-goal`` (and ``reaction``), the counterfactual episode of the same seed without the goal
+    jump is run afterwards, until the end effectors part, to measure ``reaction_steps``.
+    """
+    result, ee_trace = _play(env, policy, cfg, seed, record_steps)
+    j = result.goal_jump_step
+    if reaction and j is not None:
+        def departed(step: int, ee: np.ndarray) -> bool:
+            return step >= j and step < len(ee_trace) and float(np.linalg.norm(ee - ee_trace[step])) > cfg.reaction_departure
+
+        if _can_suppress_jump(env):
+            _, cf_trace = _play(env, policy, cfg, seed, False, suppress_jump=True, stop=departed,
+                                until=len(ee_trace) - 1)
+            k = len(cf_trace) - 1
+            if k >= 0 and departed(k, cf_trace[k]):
+                result.reaction_steps = k - j
+        result.reaction_censored = result.reaction_steps is None
+    return result
+
+
+def _can_suppress_jump(env) -> bool:
+    lay = getattr(env.unwrapped, "layout", None)
+    return lay is not None and hasattr(lay, "goal_jump_step")
+
+
+def _play(env, policy, cfg: RuntimeConfig, seed: int, record_steps: bool, suppress_jump: bool = False,
+          stop=None, until: int | None = None) -> tuple[EpisodeResult, list[np.ndarray]]:
+    """One episode; returns it and the measured end effector at every control index (before its action).
+
+    ``suppress_jump``: the counterfactual episode (the moving-goal jump disabled after reset);
+    ``stop(step, ee)``: end the episode as soon as it returns True (ee at ``step``), and ``until``: after
+    that many control steps (both only for the counterfactual, whose figures are not used)."""
     u = env.unwrapped
     robot = RobotDescription.from_env(env)
     spec = policy.spec
@@ -153,6 +210,8 @@ def run_episode(env, policy, cfg: RuntimeConfig, seed: int, record_steps: bool =
     ee_slice = robot.state_layout["ee_pos"]
 
     obs, info = env.reset(seed=seed)
+    if suppress_jump:
+        u.layout.goal_jump_step = None
     policy.reset(seed=seed, episode={
         "task": u.task, "variant": u.variant, "instruction": u.instruction, "scene": u.scene(), "robot": robot,
         "scene_fn": u.scene,  # the scene now (simulation only: ground truth, for reward updates)
@@ -161,13 +220,15 @@ def run_episode(env, policy, cfg: RuntimeConfig, seed: int, record_steps: bool =
     chunks: list[ChunkRecord] = []
     by_id: dict[int, ChunkRecord] = {}
     records: list[StepRecord] = []
+    ee_trace: list[np.ndarray] = []
     seams: list[float] = []
+    within: list[float] = []
     prev: tuple[int | None, np.ndarray | None] = (None, None)
     last_action: np.ndarray | None = None
     stall = 0
     step = 0
     jump_step: int | None = None
-    reaction: int | None = None
+    opportunity: int | None = None
     success, failure = False, None
 
     def deliver(f: _InFlight) -> None:
@@ -181,6 +242,12 @@ def run_episode(env, policy, cfg: RuntimeConfig, seed: int, record_steps: bool =
         chunks.append(rec)
 
     while True:
+        state = np.asarray(obs[OBS_STATE], dtype=np.float32)
+        ee_trace.append(state[ee_slice].astype(np.float64))
+        if stop is not None and stop(step, ee_trace[-1]):
+            break
+        if until is not None and step >= until:
+            break
         if inflight is not None and inflight.arrival <= step:
             deliver(inflight)
             inflight = None
@@ -204,7 +271,6 @@ def run_episode(env, policy, cfg: RuntimeConfig, seed: int, record_steps: bool =
                 inflight = None
 
         qa = planner.pop(step)
-        state = np.asarray(obs[OBS_STATE], dtype=np.float32)
         assumed = None
         if qa is None:
             action = hold_action(state, robot, spec.action_dim, last_action)
@@ -216,11 +282,12 @@ def run_episode(env, policy, cfg: RuntimeConfig, seed: int, record_steps: bool =
             if rec.estimate_error is None:
                 rec.estimate_error = float(np.linalg.norm(np.asarray(rec.assumed_ee) - state[ee_slice]))
                 assumed = rec.assumed_ee
-            if prev[0] is not None and prev[0] != cid:
-                seams.append(float(np.linalg.norm(action[:3] - prev[1][:3])))
+            if prev[0] is not None:
+                jump = float(np.linalg.norm(action[:3] - prev[1][:3]))
+                (within if prev[0] == cid else seams).append(jump)
             prev = (cid, action)
-            if jump_step is not None and reaction is None and rec.obs_step >= jump_step:
-                reaction = step - jump_step
+            if jump_step is not None and opportunity is None and rec.obs_step >= jump_step:
+                opportunity = step - jump_step
         last_action = action
         if record_steps:
             records.append(StepRecord(step, cid, idx, [float(v) for v in action], [float(v) for v in state[ee_slice]], assumed))
@@ -232,15 +299,21 @@ def run_episode(env, policy, cfg: RuntimeConfig, seed: int, record_steps: bool =
         if terminated or truncated:
             success = bool(info.get("success", False))
             failure = info.get("failure")
+            ee_trace.append(np.asarray(obs[OBS_STATE], dtype=np.float64)[ee_slice])
             break
 
     errs = [c.estimate_error for c in chunks if c.estimate_error is not None]
-    return EpisodeResult(
+    max_steps = int(getattr(u, "max_episode_steps", step) or step)
+    result = EpisodeResult(
         seed=seed, success=success, failure=failure, steps=step, stall_steps=stall, chunks=chunks,
         records=records, seam_jump=float(np.mean(seams)) if seams else None,
-        state_estimate_error=float(np.mean(errs)) if errs else None, reaction_steps=reaction,
-        goal_jump_step=jump_step, reaction_censored=jump_step is not None and reaction is None,
+        state_estimate_error=float(np.mean(errs)) if errs else None, reaction_steps=None,
+        goal_jump_step=jump_step, reaction_censored=False,
+        completion_steps=step if success else max(step, max_steps),
+        within_chunk_jump=float(np.mean(within)) if within else None,
+        reaction_opportunity_steps=opportunity, max_episode_steps=max_steps,
     )
+    return result, ee_trace
 
 
 def _small_info(info: dict[str, Any]) -> dict[str, Any]:

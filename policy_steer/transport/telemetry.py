@@ -83,11 +83,14 @@ class TelemetrySubscriber:
         hwm: int = 1000,
         curve: tuple[KeyPair, bytes] | None = None,
         limits: Limits = DEFAULT_LIMITS,
+        reconnect_ms: int = 100,
     ) -> None:
         self.context = context or zmq.Context.instance()
         self.socket = self.context.socket(zmq.SUB)
         self.socket.setsockopt(zmq.RCVHWM, hwm)
         self.socket.setsockopt(zmq.LINGER, 0)
+        # connecting before the publisher binds: retry this often (a smaller value misses fewer first messages)
+        self.socket.setsockopt(zmq.RECONNECT_IVL, reconnect_ms)
         self.socket.setsockopt(zmq.MAXMSGSIZE, limits.max_message_bytes + limits.max_header_bytes)
         if curve is not None:
             apply_curve_client(self.socket, *curve)

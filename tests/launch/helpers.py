@@ -103,7 +103,8 @@ class TelemetryCollector:
 
     def __init__(self, endpoints: dict[str, str]) -> None:
         self.context = zmq.Context()
-        self.subs = {label: TelemetrySubscriber(ep, topics=("",), context=self.context, hwm=100_000)
+        # a short reconnect interval: a robot binds its endpoint after this connects, and publishes at once
+        self.subs = {label: TelemetrySubscriber(ep, topics=("",), context=self.context, hwm=100_000, reconnect_ms=10)
                      for label, ep in endpoints.items()}
         self.messages: dict[str, list[TelemetryMessage]] = {label: [] for label in endpoints}
         self._stop = threading.Event()

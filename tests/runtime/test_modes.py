@@ -68,15 +68,18 @@ def test_vlash_with_an_earlier_trigger_replans_more_often(push_policy):
     assert all(c.committed == 2 for c in eager.chunks[1:])  # only what runs during the inference is committed
 
 
-def test_reaction_steps_follow_their_definition(push_policy):
+def test_first_reaction_chance_follows_its_definition(push_policy):
     env = make_env("push", "moving-goal", max_episode_steps=48)
     r = run_episode(env, SteeredPolicy(push_policy), RuntimeConfig(mode="vlash", latency="2"), seed=1, record_steps=True)
     j = r.goal_jump_step
-    assert j is not None and r.reaction_steps is not None
+    assert j is not None and r.reaction_opportunity_steps is not None
     by_id = {c.chunk_id: c for c in r.chunks}
     first = next(s.step for s in r.records if s.chunk_id is not None and by_id[s.chunk_id].obs_step >= j)
-    assert r.reaction_steps == first - j >= 2  # at least the delay: a reacting chunk needs an observation after j
-    assert r.summary()["reaction_censored"] is False
+    # at least the delay: a reacting chunk needs an observation after j
+    assert r.reaction_opportunity_steps == first - j >= 2
+    # the reaction itself (tests/runtime/test_metrics.py) is the robot's motion, one step later at the earliest
+    assert r.reaction_steps is None or r.reaction_steps >= r.reaction_opportunity_steps + 1
+    assert r.summary()["reaction_censored"] is (r.reaction_steps is None)
 
 
 def test_quantized_chunks_run_fewer_control_steps(push_policy):

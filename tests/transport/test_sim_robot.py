@@ -43,6 +43,8 @@ def test_an_episode_runs_end_to_end_and_is_published(served, tmp_path):
     tel = TelemetryCollector({"robot": robot_tel, "server": served.telemetry})
     out = tmp_path / "sim_robot.json"
     try:
+        # the server publishes metrics every second: once one arrives, its chunks will not be missed
+        tel.wait_for("server", lambda ms: any(m.topic == "metrics" for m in ms), 30)
         robot = Proc.cli(
             "sim-robot", "--task", "push", "--variant", "obstacle", "--rate", "20", "--server", served.endpoint,
             "--mode", "vlash", "--episodes", "1", "--seed", "3", "--max_episode_steps", str(STEPS),
@@ -75,9 +77,13 @@ def test_an_episode_runs_end_to_end_and_is_published(served, tmp_path):
         assert m.arrays["action"].shape == (3,) and m.arrays["action"].dtype == np.float32
         assert m.header["stamp"] == pytest.approx(s["acted"])
     events = tel.events("robot")
-    assert events[0] in ("connected", "episode_start")
-    assert {"episode_start", "hold", "resumed", "chunk_queued", "episode_end"} <= set(events)
-    assert events.index("hold") < events.index("resumed")  # it held for the first chunk, then moved
+    # the robot publishes its first events (connected, episode_start, the hold for the first chunk) right
+    # after it binds: PUB/SUB may drop them before the subscription takes (holds and resumes mid-episode are
+    # checked in test_sim_robot_recovery; the first hold is in the JSON and in the action messages above)
+    assert {"chunk_queued", "episode_end"} <= set(events)
+    if "hold" in events:
+        assert "resumed" in events[events.index("hold"):]  # it held for the first chunk, then moved
+    assert steps[0]["chunk_id"] is None  # (the hold for the first chunk, as recorded)
 
     # the robot's session is the one the server published its chunks under
     session = actions[0].header["session"]

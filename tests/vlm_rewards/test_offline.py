@@ -100,3 +100,30 @@ def test_no_rules_or_missing_objects_fail_and_are_counted():
     assert synth.try_synthesize(scene) is None
     assert (synth.stats.calls, synth.stats.failed) == (2, 2)
     assert "no target or goal object" in synth.stats.failure_reasons[-1]
+
+
+def test_push_approach_ends_at_the_push_point_not_a_fixed_fraction_of_the_way():
+    # Progress is 1 - d / d0: a fixed threshold of 0.8 ended a 30 cm approach 6 cm short of the push
+    # point, beside the block; the push stage then pushed it sideways (into the pillar, on obstacle).
+    import numpy as np
+
+    from policy_steer.vlm_rewards import RewardSession
+
+    scene = push_scene()
+    synth = OfflineSynthesizer()
+    program = synth.synthesize(scene)
+    goal = goal_points(compile_program(program, scene)[0])[0].double().numpy()
+    ee = np.asarray(scene.ee_position)
+    d0 = float(np.linalg.norm(goal - ee))
+    assert d0 > 0.12
+    tol = synth.cfg.push_reach_tolerance
+    assert program.stages[0].exit.threshold == pytest.approx(1.0 - tol / d0, abs=1e-3)
+
+    def stage_at(distance: float) -> int:
+        session = RewardSession(program, scene)
+        p = goal + (ee - goal) / d0 * distance
+        session.update(dataclasses.replace(scene, ee_position=[float(v) for v in p]))
+        return session.stage_index
+
+    assert stage_at(0.025) == 0  # 2.5 cm short (progress 0.82): still approaching; 0.8 switched here
+    assert stage_at(0.5 * tol) == 1

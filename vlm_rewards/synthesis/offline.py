@@ -47,6 +47,10 @@ class OfflineConfig:
     gripper_above: float = 0.012  # lowest ee site above the table top (finger pads reach 1 cm below it)
     push_height: float = 0.02  # tip centre above the table top while pushing
     push_standoff: float = 0.015  # gap between tip and block at the push point
+    # push: the approach ends when the tip is this close to the push point. Progress is relative to the
+    # distance at the stage's start (1 - d / d0), so a fixed 0.8 would end a 30 cm approach 6 cm short of
+    # the push point, beside the block rather than behind it; the threshold is set from d0 instead.
+    push_reach_tolerance: float = 0.02
     pregrasp_height: float = 0.07  # ee above the cube centre before descending
     carry_height: float = 0.12  # ee above the table top when over the target
     lift_height: float = 0.15  # ee above the cube when lifting, without a height marker in the scene
@@ -112,7 +116,9 @@ class OfflineSynthesizer(Synthesizer):
             _t("move_along", c.w_goal, start=bname, end=tname, overshoot=_mm([-(extent + r)])[0], planar=True),
             _t("no_backtrack", c.w_backtrack, start=bname, end=tname),
         ]
-        return [_stage("approach", approach + guards, "progress"), _stage("push", push + guards, "never")]
+        d0 = float(np.linalg.norm(np.add(block.position, offset) - np.asarray(scene.ee_position, dtype=float)))
+        threshold = _tolerance_threshold(d0, c.push_reach_tolerance)
+        return [_stage("approach", approach + guards, ("progress", threshold)), _stage("push", push + guards, "never")]
 
     def _pick_place(self, scene: Scene) -> list[dict]:
         c = self.cfg
@@ -227,8 +233,18 @@ def _t(term: str, weight: float, **args: Any) -> dict:
     return {"term": term, "weight": weight, "args": args}
 
 
-def _stage(name: str, terms: list[dict], exit_: str | tuple[str, str]) -> dict:
-    if exit_ == "progress":
+def _tolerance_threshold(d0: float, tolerance: float, lo: float = 0.8, hi: float = 0.97) -> float:
+    """The progress threshold (progress = 1 - d / d0) at which a reach is within ``tolerance`` metres,
+    for a stage entered ``d0`` metres away; kept in [lo, hi] (a short reach keeps the default 0.8)."""
+    if d0 <= 1e-6:
+        return lo
+    return round(min(max(1.0 - tolerance / d0, lo), hi), 3)
+
+
+def _stage(name: str, terms: list[dict], exit_: str | tuple) -> dict:
+    if isinstance(exit_, tuple) and exit_[0] == "progress":
+        ex = {"when": "progress", "threshold": float(exit_[1])}
+    elif exit_ == "progress":
         ex = {"when": "progress", "threshold": 0.8}
     elif exit_ == "never":
         ex = {"when": "never"}

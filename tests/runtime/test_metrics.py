@@ -1,0 +1,134 @@
+"""The episode figures of the delay benchmark measure what issue 6 defines.
+
+- seam jump: last executed action of the old chunk vs first executed action of the new one (held
+  steps in between belong to neither); within-chunk jumps are kept apart;
+- completion: reset to success or time-out, so an episode that does not succeed counts as the time-out;
+- reaction on moving-goal: the first step at which the robot moves differently from the episode of the
+  same seed in which the goal stays put; a policy that cannot see the goal never reacts.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from policy_steer.bench.config import BenchConfig
+from policy_steer.bench.results import run_entry
+from policy_steer.runtime.sim_loop import RuntimeConfig, _play, run_episode
+from policy_steer.steered_policy import SteeredPolicy
+from tests.runtime.conftest import make_env
+
+
+def _seams_from_records(records):
+    seams, within, prev = [], [], None
+    for s in records:
+        if s.chunk_id is None:
+            continue  # a hold: no chunk's action
+        if prev is not None:
+            jump = float(np.linalg.norm(np.subtract(s.action[:3], prev.action[:3])))
+            (within if prev.chunk_id == s.chunk_id else seams).append(jump)
+        prev = s
+    return seams, within
+
+
+@pytest.mark.parametrize("mode", ["sync", "async", "vlash"])
+def test_seam_jump_compares_the_last_executed_action_of_the_old_chunk_with_the_first_of_the_new(push_policy, mode):
+    env = make_env("push", "nominal", max_episode_steps=40)
+    r = run_episode(env, SteeredPolicy(push_policy), RuntimeConfig(mode=mode, latency="3"), seed=2, record_steps=True)
+    seams, within = _seams_from_records(r.records)
+    n_run = len({s.chunk_id for s in r.records if s.chunk_id is not None})
+    assert len(seams) == n_run - 1 >= 3  # one seam per change of the executing chunk
+    assert r.seam_jump == pytest.approx(np.mean(seams))
+    assert r.within_chunk_jump == pytest.approx(np.mean(within))
+    if mode == "sync":
+        # the robot holds between chunks; the held (zero) actions must not enter the seam jump
+        assert r.stall_steps == 3 * len(r.chunks)
+        held = [s for s in r.records if s.chunk_id is None]
+        assert held and all(np.allclose(s.action, 0.0) for s in held)
+
+
+def test_completion_counts_an_unsuccessful_episode_as_the_time_out(push_policy):
+    env = make_env("push", "nominal", max_episode_steps=30)
+    r = run_episode(env, SteeredPolicy(push_policy), RuntimeConfig(mode="sync", latency="2"), seed=0)
+    assert not r.success and r.completion_steps == 30 == r.steps
+    # an episode that ended early without success (a collision, say) counts as the time-out too
+    eps = [
+        {"seed": 0, "success": True, "failure": None, "steps": 50, "completion_steps": 50, "stall_steps": 10,
+         "seam_jump": 0.01, "state_estimate_error": 0.0, "reaction_steps": None, "chunk_latency_ms": [1.0]},
+        {"seed": 1, "success": False, "failure": "collision:table", "steps": 20, "completion_steps": 150,
+         "stall_steps": 5, "seam_jump": 0.02, "state_estimate_error": 0.0, "reaction_steps": None,
+         "chunk_latency_ms": [1.0]},
+    ]
+    from policy_steer.bench.cells import Cell
+
+    entry = run_entry(Cell("push", "nominal", "p", "none", "sync", "4"), eps)
+    assert entry["mean_completion_steps"] == 100.0 and entry["mean_episode_steps"] == 35.0
+    assert entry["mean_success_steps"] == 50.0 and entry["mean_stall_steps"] == 7.5
+    assert entry["reaction_censored"] is None  # not a moving-goal cell
+
+
+@pytest.mark.parametrize("mode,latency", [("sync", "3"), ("vlash", "3"), ("async", "2")])
+def test_reaction_is_the_first_departure_from_the_episode_without_the_jump(push_policy, mode, latency):
+    env = make_env("push", "moving-goal", max_episode_steps=60)
+    policy = SteeredPolicy(push_policy)
+    # the tiny untrained policy barely looks at the goal: a 1 mm threshold (5 mm for trained ones)
+    cfg = RuntimeConfig(mode=mode, latency=latency, reaction_departure=0.001)
+    r = run_episode(env, policy, cfg, seed=3, record_steps=True)
+    j = r.goal_jump_step
+    assert j is not None and r.reaction_steps is not None and not r.reaction_censored
+    k = j + r.reaction_steps
+    # the counterfactual episode: same seed, the goal never moves
+    cf, cf_ee = _play(env, policy, cfg, seed=3, record_steps=True, suppress_jump=True)
+    assert cf.goal_jump_step is None
+    ee = [s.ee for s in r.records]
+    dist = [float(np.linalg.norm(np.subtract(ee[i], cf_ee[i]))) for i in range(min(len(ee), len(cf_ee)))]
+    assert all(x == 0.0 for x in dist[: j + 1])  # identical until the new goal is seen
+    assert all(x <= 0.001 for x in dist[:k]) and dist[k] > 0.001
+    # no reaction before a chunk that saw the new goal has run, nor before the delay has passed
+    assert r.reaction_steps >= r.reaction_opportunity_steps + 1
+    assert r.reaction_opportunity_steps >= int(latency)
+    by_id = {c.chunk_id: c for c in r.chunks}
+    first = next(s.step for s in r.records if s.chunk_id is not None and by_id[s.chunk_id].obs_step >= j)
+    assert r.reaction_opportunity_steps == first - j
+
+
+class _GoalBlind:
+    """A policy wrapper that cannot see the goal: the target slice of the state is pinned to zeros."""
+
+    def __init__(self, policy, target: slice, env_offset: int):
+        self.policy, self.target, self.env_offset = policy, target, env_offset
+
+    def __getattr__(self, name):
+        return getattr(self.policy, name)
+
+    def predict_chunk(self, obs, **kw):
+        obs = dict(obs)
+        state = np.array(obs["observation.state"], copy=True)
+        state[self.target] = 0.0
+        obs["observation.state"] = state
+        if "observation.environment_state" in obs:
+            obs["observation.environment_state"] = state[self.env_offset:].copy()
+        return self.policy.predict_chunk(obs, **kw)
+
+
+def test_a_policy_that_ignores_the_goal_never_reacts(push_policy):
+    env = make_env("push", "moving-goal", max_episode_steps=60)
+    u = env.unwrapped
+    blind = _GoalBlind(SteeredPolicy(push_policy), u.state_layout["target"], u.robot_state_dim)
+    r = run_episode(env, blind, RuntimeConfig(mode="vlash", latency="2", reaction_departure=0.001), seed=3)
+    assert r.goal_jump_step is not None
+    assert r.reaction_opportunity_steps is not None  # it had its chances...
+    assert r.reaction_steps is None and r.reaction_censored  # ...but never moved differently
+
+
+def test_zero_delay_cells_share_their_episodes_only_when_they_are_identical():
+    from policy_steer.bench.cells import Cell
+    from policy_steer.bench.runner import episode_key
+
+    cells = [Cell("push", "nominal", "p", "none", m, lat) for m in ("sync", "async", "vlash") for lat in ("0", "4")]
+    cfg = BenchConfig()
+    keys = {(c.mode, c.latency): episode_key(c, cfg) for c in cells}
+    assert keys[("sync", "0")] == keys[("async", "0")] == keys[("vlash", "0")]
+    assert len({keys[(m, "4")] for m in ("sync", "async", "vlash")}) == 3
+    cfg.trigger = 3  # an earlier trigger makes async and vlash re-plan before the queue runs dry
+    assert len({episode_key(c, cfg) for c in cells if c.latency == "0"}) == 3
