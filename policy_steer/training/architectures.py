@@ -40,6 +40,9 @@ def image_diffusion_config(camera: str, lr: float | None = None):
     return cfg
 
 
+FLOW_LR = 2e-4
+
+
 def policy_config(family: str, dataset_features: dict, lr: float | None = None, camera: str = "front"):
     """The lerobot config for ``family``, with input features chosen from the dataset's features."""
     if family == "diffusion":
@@ -59,10 +62,12 @@ def policy_config(family: str, dataset_features: dict, lr: float | None = None, 
         from policy_steer.policies.tiny_backbones import multi_task_dit_config
 
         # One observation step (like the diffusion policies, so the future state of VLASH is one
-        # state) and width 96: about 3 MB per checkpoint.
+        # state) and width 96: about 3 MB per checkpoint. lerobot's preset lr (2e-5) is meant for
+        # fine-tuning large DiTs; from scratch at this size it had not learned push after 6k steps
+        # (5% success), so reference training uses 2e-4 unless --lr says otherwise.
         return multi_task_dit_config(
             state_dim=int(dataset_features["observation.state"]["shape"][0]),
             action_dim=int(dataset_features["action"]["shape"][0]),
-            lr=lr, n_obs_steps=1, hidden_dim=96,
+            lr=FLOW_LR if lr is None else lr, n_obs_steps=1, hidden_dim=96,
         )
     raise ConfigError(f"unknown policy family {family!r}; use one of {FAMILIES}")

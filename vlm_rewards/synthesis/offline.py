@@ -112,10 +112,9 @@ class OfflineSynthesizer(Synthesizer):
             _t("reach", c.w_goal, point=bname, offset=offset),
             _t("stay_clear", c.w_clear, object=block.name, margin=r + 0.005, shape="box"),
         ]
-        push = [
-            _t("move_along", c.w_goal, start=bname, end=tname, overshoot=_mm([-(extent + r)])[0], planar=True),
-            _t("no_backtrack", c.w_backtrack, start=bname, end=tname),
-        ]
+        push = [_t("move_along", c.w_goal, start=bname, end=tname, overshoot=_mm([-(extent + r)])[0], planar=True)]
+        if c.w_backtrack > 0:
+            push.append(_t("no_backtrack", c.w_backtrack, start=bname, end=tname))
         d0 = float(np.linalg.norm(np.add(block.position, offset) - np.asarray(scene.ee_position, dtype=float)))
         threshold = _tolerance_threshold(d0, c.push_reach_tolerance)
         return [_stage("approach", approach + guards, ("progress", threshold)), _stage("push", push + guards, "never")]
