@@ -19,7 +19,7 @@ def diffusion_config(lr: float | None = None):
     from lerobot.policies.diffusion.configuration_diffusion import DiffusionConfig
 
     cfg = DiffusionConfig(
-        n_obs_steps=1, horizon=16, n_action_steps=8,
+        n_obs_steps=1, horizon=16, n_action_steps=12,
         down_dims=(64, 128), kernel_size=5, n_groups=8, diffusion_step_embed_dim=64,
         noise_scheduler_type="DDIM", num_train_timesteps=100, num_inference_steps=10,
         device="cpu", push_to_hub=False,
