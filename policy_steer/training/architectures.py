@@ -62,12 +62,12 @@ def policy_config(family: str, dataset_features: dict, lr: float | None = None, 
         from policy_steer.policies.tiny_backbones import multi_task_dit_config
 
         # One observation step (like the diffusion policies, so the future state of VLASH is one
-        # state) and width 96: about 3 MB per checkpoint. lerobot's preset lr (2e-5) is meant for
+        # state), 12 of 16 actions executed per chunk (as the diffusion policies), and width 96. lerobot's preset lr (2e-5) is meant for
         # fine-tuning large DiTs; from scratch at this size it had not learned push after 6k steps
         # (5% success), so reference training uses 2e-4 unless --lr says otherwise.
         return multi_task_dit_config(
             state_dim=int(dataset_features["observation.state"]["shape"][0]),
             action_dim=int(dataset_features["action"]["shape"][0]),
-            lr=FLOW_LR if lr is None else lr, n_obs_steps=1, hidden_dim=96,
+            lr=FLOW_LR if lr is None else lr, n_obs_steps=1, hidden_dim=96, n_action_steps=12,
         )
     raise ConfigError(f"unknown policy family {family!r}; use one of {FAMILIES}")
