@@ -58,6 +58,10 @@ def program_schema(scene: Scene | None = None) -> dict[str, Any]:
                 "properties": {
                     "when": {"const": "progress"},
                     "threshold": {"type": "number", "exclusiveMinimum": 0, "maximum": 1, "default": 0.8},
+                    "revisit": {
+                        "type": "boolean", "default": True,
+                        "description": "false: once passed, the session never comes back to this stage (a via point)",
+                    },
                 },
                 "required": ["when"],
                 "additionalProperties": False,

@@ -13,7 +13,8 @@ Example (the JSON a model writes; the schema is ``vlm_rewards/schema/reward_prog
         "exit": {"when": "never"}}]}
 
 A stage's ``exit`` says when the session moves on: ``progress`` (the stage's normalised progress on
-the observed state reaches ``threshold``), ``gripper`` (an ``open`` or ``close`` event), or ``never``.
+the observed state reaches ``threshold``; ``"revisit": false`` for a via point the session must not
+go back to), ``gripper`` (an ``open`` or ``close`` event), or ``never``.
 Build programs with :meth:`RewardProgram.from_dict` / :meth:`RewardProgram.from_json`, which validate.
 """
 
@@ -46,10 +47,14 @@ class ExitCondition:
     when: ExitWhen = "progress"
     threshold: float = 0.8  # progress: switch up at this normalised progress
     event: GripperEvent | None = None  # gripper: the event that ends the stage
+    revisit: bool = True  # progress: False -> never go back to this stage once passed (a via point)
 
     def to_dict(self) -> dict[str, Any]:
         if self.when == "progress":
-            return {"when": "progress", "threshold": self.threshold}
+            d: dict[str, Any] = {"when": "progress", "threshold": self.threshold}
+            if not self.revisit:
+                d["revisit"] = False
+            return d
         if self.when == "gripper":
             return {"when": "gripper", "event": self.event}
         return {"when": "never"}

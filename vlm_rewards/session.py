@@ -12,8 +12,8 @@ Switching (rule-based, as VLS, with a Schmitt trigger):
   ends a *later* stage, the stages in between are skipped (a policy that grasps without visiting the
   pre-grasp point);
 - back to the previous stage when what it achieved is lost: its progress fell below ``down`` (0.6)
-  while the current stage has not got past ``down`` itself, or its gripper event was undone
-  (an object dropped);
+  while the current stage has not got past ``down`` itself (never for a stage marked
+  ``"revisit": false``, a via point), or its gripper event was undone (an object dropped);
 - ``switching="vlm"``: a judge (a VLM backend's ``judge_stage``) decides progress exits instead, asked
   every ``judge_every`` updates; when it gives no answer the rule decides.
 
@@ -168,6 +168,8 @@ class RewardSession:
             want = "closed" if exit_.event == "close" else "open"
             return self._gripper_state not in (want, "between")
         if exit_.when == "progress":
+            if not exit_.revisit:  # a via point: passing it was the point, moving away from it is not a loss
+                return False
             return self._progress(k) < self.cfg.down and self._progress(k + 1) < self.cfg.down
         return False
 

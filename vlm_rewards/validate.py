@@ -155,12 +155,16 @@ def _exit(data: Any, path: str, problems: _Problems) -> ExitCondition | None:
         return None
     when = data.get("when", "progress")
     if when == "progress":
-        _unknown_keys(data, ("when", "threshold"), path, problems)
+        _unknown_keys(data, ("when", "threshold", "revisit"), path, problems)
         thr = data.get("threshold", 0.8)
         if not isinstance(thr, (int, float)) or isinstance(thr, bool) or not math.isfinite(thr) or not 0 < thr <= 1:
             problems.add(f"{path}.threshold", f"expected a finite number in (0, 1], got {thr!r}")
             return None
-        return ExitCondition("progress", threshold=float(thr))
+        revisit = data.get("revisit", True)
+        if not isinstance(revisit, bool):
+            problems.add(f"{path}.revisit", f"expected true or false, got {revisit!r}")
+            return None
+        return ExitCondition("progress", threshold=float(thr), revisit=revisit)
     if when == "gripper":
         _unknown_keys(data, ("when", "event"), path, problems)
         event = data.get("event")

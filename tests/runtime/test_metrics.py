@@ -132,3 +132,46 @@ def test_zero_delay_cells_share_their_episodes_only_when_they_are_identical():
     assert len({keys[(m, "4")] for m in ("sync", "async", "vlash")}) == 3
     cfg.trigger = 3  # an earlier trigger makes async and vlash re-plan before the queue runs dry
     assert len({episode_key(c, cfg) for c in cells if c.latency == "0"}) == 3
+
+
+def test_vlash_targets_reads_a_benchmark_and_flags_each_target():
+    from policy_steer.bench.vlash_targets import targets
+
+    def run(mode, d, success, completion, stall, seam, reaction=None):
+        return {"task": "push", "variant": "moving-goal", "policy": "p", "steer": "none", "mode": mode,
+                "latency_steps": d, "episodes": 2, "success_rate": success, "ci95": [0.0, 1.0],
+                "mean_completion_steps": completion, "mean_stall_steps": stall, "seam_jump": seam,
+                "within_chunk_jump": 0.002, "state_estimate_error": 0.0, "reaction_steps": reaction,
+                "reaction_opportunity_steps": None, "reaction_censored": 0, "seeds": [0, 1],
+                "per_episode_success": [True, success > 0.5], "per_episode_completion_steps": [60, completion],
+                "per_episode_stall_steps": [20, stall]}
+
+    runs = [run("sync", 0, 1.0, 60, 0, 0.006, 6), run("sync", 4, 1.0, 90, 30, 0.006, 15),
+            run("async", 4, 0.5, 70, 4, 0.012, 10), run("vlash", 4, 1.0, 64, 4, 0.005, 5)]
+    md, rows = targets(runs, 4)
+    (row,) = rows
+    assert row["success"]["met"] and row["completion"]["met"] and row["seam_jump"]["met"] and row["reaction"]["met"]
+    assert row["completion"]["ideal"] == 60 and row["completion"]["d0"] == 60
+    runs[-1] = run("vlash", 4, 0.5, 80, 4, 0.008, 9)
+    _, (row,) = targets(runs, 4)
+    assert not any(row[k]["met"] for k in ("success", "completion", "seam_jump", "reaction"))
+    assert "push / moving-goal / p" in md
+
+
+def test_runs_of_one_cell_on_disjoint_seeds_pool_into_one():
+    from policy_steer.bench.vlash_targets import pool_runs
+
+    def run(seeds, successes, completion, reaction, censored):
+        n = len(seeds)
+        return {"task": "push", "variant": "moving-goal", "policy": "p", "steer": "none", "mode": "vlash",
+                "latency": "4", "latency_steps": 4, "episodes": n, "successes": successes,
+                "success_rate": successes / n, "ci95": [0, 1], "mean_completion_steps": completion,
+                "mean_stall_steps": 4.0, "seam_jump": 0.01, "reaction_steps": reaction,
+                "reaction_censored": censored, "seeds": seeds, "per_episode_success": [True] * successes + [False] * (n - successes)}
+
+    (p,) = pool_runs([run([0, 1], 1, 100.0, 10.0, 0), run([2, 3, 4, 5], 4, 70.0, 4.0, 2)])
+    assert p["episodes"] == 6 and p["successes"] == 5 and p["seeds"] == [0, 1, 2, 3, 4, 5]
+    assert p["mean_completion_steps"] == pytest.approx(80.0) and p["reaction_steps"] == pytest.approx(7.0)
+    assert p["reaction_censored"] == 2 and len(p["per_episode_success"]) == 6
+    with pytest.raises(ValueError, match="overlap"):
+        pool_runs([run([0, 1], 1, 100.0, 10.0, 0), run([1, 2], 1, 100.0, 10.0, 0)])

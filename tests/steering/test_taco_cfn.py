@@ -96,3 +96,44 @@ def test_report_reads_success_against_m_and_the_target():
     md, verdicts = summarize(runs)
     assert verdicts[0]["cfn_beats_m1_by_10_points"] is True and verdicts[0]["cfn_beats_random"] is True
     assert "| 16 | 0.75" in md and "3.00" in md  # latency ratio to M = 1
+    assert verdicts[0]["p_cfn_vs_random"] < 0.01 and verdicts[0]["p_cfn_vs_m1"] < 0.01
+
+    # M = 1 chooses nothing: one M = 1 run is the reference of every verifier
+    md, verdicts = summarize([run("taco", 1, "cfn", 50, 10.0), run("taco", 16, "cfn", 60, 30.0),
+                              run("taco", 16, "random", 55, 40.0)])
+    assert "| 16 | 0.60 [0.50, 0.69] | 0.55 [0.45, 0.64] | 3.00 | 4.00 |" in md, md
+    assert verdicts[0]["cfn_beats_m1_by_10_points"] is False  # +10 points, but the intervals overlap
+
+
+def test_report_merges_consecutive_seed_ranges_of_one_grid(tmp_path):
+    import json
+
+    import pytest
+
+    from policy_steer.bench.results import wilson_ci
+    from policy_steer.steering.taco.report import main, merge_runs
+
+    def run(m, verifier, seeds, wins, p50):
+        k = sum(wins)
+        return {"task": "push", "variant": "nominal", "policy": "checkpoints/push-diffusion", "mode": "sync",
+                "latency": "0", "latency_steps": 0, "steer": "taco", "candidates": m, "verifier": verifier,
+                "episodes": len(seeds), "successes": k, "success_rate": k / len(seeds), "ci95": wilson_ci(k, len(seeds)),
+                "seeds": seeds, "per_episode_success": wins, "chunk_latency_ms": {"p50": p50, "p95": p50, "mean": p50},
+                "mean_episode_steps": 100.0, "failures": {"timeout": len(seeds) - k}, "steer_figures": {}}
+
+    a = [run(1, "cfn", [0, 1], [True, False], 10.0), run(16, "cfn", [0, 1], [True, True], 30.0)]
+    b = [run(1, "cfn", [2, 3, 4, 5], [False, False, False, True], 13.0), run(16, "cfn", [2, 3, 4, 5], [True] * 4, 30.0)]
+    merged = merge_runs([a, b])
+    m1 = merged[0]
+    assert (m1["episodes"], m1["successes"], m1["seeds"]) == (6, 2, [0, 1, 2, 3, 4, 5])
+    assert m1["ci95"] == wilson_ci(2, 6) and m1["failures"] == {"timeout": 4}
+    assert m1["chunk_latency_ms"]["p50"] == pytest.approx((2 * 10 + 4 * 13) / 6)
+    with pytest.raises(ValueError, match="same seed"):
+        merge_runs([a, a])
+    for name, runs in (("a", a), ("b", b)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps({"meta": {"command": name}, "runs": runs}))
+    assert main([str(tmp_path / "a" / "results.json"), str(tmp_path / "b" / "results.json"),
+                 "--merged-out", str(tmp_path / "all")]) == 0
+    assert json.loads((tmp_path / "all" / "results.json").read_text())["runs"][1]["episodes"] == 6
+    assert (tmp_path / "all" / "taco.md").is_file() and (tmp_path / "all" / "taco.png").is_file()

@@ -110,3 +110,35 @@ def test_start_opens_a_session_or_returns_none_when_synthesis_fails():
     assert session is not None and session.stage.name == "approach"
     assert RewardSession.start(synth, dataclasses.replace(BASE, task="fold"), None) is None
     assert synth.stats.failed == 1
+
+
+def test_a_via_stage_marked_no_revisit_is_never_gone_back_to():
+    # push "around" stage: once the tip is round the block, moving on towards the push point takes it
+    # away from the via point; with the default rule the session went back and pulled the tip back.
+    import dataclasses as _dc
+
+    from policy_steer.vlm_rewards import RewardProgram, RewardSession
+    from tests.vlm_rewards.scenes import push_scene
+
+    scene = push_scene()
+    data = {"version": 1, "task": "push", "instruction": scene.instruction, "stages": [
+        {"name": "via", "terms": [{"term": "reach", "args": {"point": "block", "offset": [0.0, -0.08, 0.0]}}],
+         "exit": {"when": "progress", "threshold": 0.8, "revisit": False}},
+        {"name": "behind", "terms": [{"term": "reach", "args": {"point": "block", "offset": [0.06, 0.0, 0.0]}}],
+         "exit": {"when": "never"}},
+    ]}
+    program = RewardProgram.from_dict(data, scene)
+    assert program.stages[0].exit.revisit is False
+    assert program.to_dict()["stages"][0]["exit"]["revisit"] is False
+    session = RewardSession(program, scene)
+    block = scene.object("block").position
+    session.update(_dc.replace(scene, ee_position=[block[0], block[1] - 0.08, block[2]]))
+    assert session.stage_index == 1
+    # far from both goals (back near the start): the default rule would return to "via"
+    session.update(_dc.replace(scene, ee_position=list(scene.ee_position)))
+    assert session.stage_index == 1
+    data["stages"][0]["exit"].pop("revisit")
+    session = RewardSession(RewardProgram.from_dict(data, scene), scene)
+    session.update(_dc.replace(scene, ee_position=[block[0], block[1] - 0.08, block[2]]))
+    session.update(_dc.replace(scene, ee_position=list(scene.ee_position)))
+    assert session.stage_index == 0

@@ -1,6 +1,11 @@
 """The TACO benchmark, read back: success against M per verifier, latency against M, and the issue's target.
 
     python -m policy_steer.steering.taco.report results/taco/results.json [--out results/taco/taco.md]
+    python -m policy_steer.steering.taco.report A/results.json B/results.json --merged-out results/taco_all
+
+Several results.json files of the same grid run on consecutive seed ranges (``--seed_start 1000
+--episodes 50``, then ``--seed_start 1050 --episodes 50``) are merged cell by cell first (see
+:func:`merge_runs`); ``--merged-out`` writes the merged results.json / results.md / plots there.
 
 Reads the ``runs`` of a ``policy-steer bench ... --steer none,taco --candidates 1,...`` run and, per
 (task, variant, policy), prints:
@@ -40,6 +45,118 @@ def _above(a: dict | None, b: dict | None, points: float = 0.0) -> bool | None:
     return a["success_rate"] - b["success_rate"] >= points and a["ci95"][0] > b["ci95"][1]
 
 
+_CELL_IDENTITY = ("task", "variant", "policy", "steer", "mode", "latency", "candidates", "verifier")
+
+
+def merge_runs(run_lists: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Cells of the same grid run on disjoint seed ranges, merged: successes and seeds add up and the
+    Wilson interval is recomputed; per-episode means (steps, stall, ...) and the chunk-latency
+    percentiles are episode-weighted means of the parts (the percentiles therefore approximate: the
+    per-chunk latencies are not kept in results.json). A seed that appears twice is an error."""
+    from policy_steer.bench.results import wilson_ci
+
+    if len(run_lists) == 1:
+        return run_lists[0]
+    merged: dict[tuple, dict[str, Any]] = {}
+    order: list[tuple] = []
+    for runs in run_lists:
+        for r in runs:
+            key = tuple(str(r.get(k)) for k in _CELL_IDENTITY)
+            if key not in merged:
+                merged[key] = {**r, "_parts": [r]}
+                order.append(key)
+                continue
+            m = merged[key]
+            if set(m["seeds"]) & set(r["seeds"]):
+                raise ValueError(f"cell {dict(zip(_CELL_IDENTITY, key))}: the same seed in two results files")
+            m["_parts"].append(r)
+    out = []
+    for key in order:
+        m = merged[key]
+        parts = m.pop("_parts")
+        if len(parts) == 1:
+            out.append(m)
+            continue
+        n = sum(p["episodes"] for p in parts)
+        k = sum(p["successes"] for p in parts)
+
+        def wmean(get):
+            vals = [(get(p), p["episodes"]) for p in parts if get(p) is not None]
+            return None if not vals else sum(v * w for v, w in vals) / sum(w for _, w in vals)
+
+        pairs = sorted(zip([s for p in parts for s in p["seeds"]], [e for p in parts for e in p["per_episode_success"]]))
+        m.update({
+            "episodes": n, "successes": k, "success_rate": k / n, "ci95": wilson_ci(k, n),
+            "seeds": [s for s, _ in pairs], "per_episode_success": [e for _, e in pairs],
+            "chunk_latency_ms": {q: wmean(lambda p, q=q: (p.get("chunk_latency_ms") or {}).get(q))
+                                 for q in ("p50", "p95", "mean")},
+            "merged_from": len(parts),
+        })
+        for f in ("mean_episode_steps", "mean_completion_steps", "mean_stall_steps", "seam_jump",
+                  "state_estimate_error", "reaction_steps"):
+            if f in m:
+                m[f] = wmean(lambda p, f=f: p.get(f))
+        fails: dict[str, int] = {}
+        for p in parts:
+            for f, c in (p.get("failures") or {}).items():
+                fails[f] = fails.get(f, 0) + c
+        m["failures"] = fails
+        figs = {f for p in parts for f in (p.get("steer_figures") or {})}
+        m["steer_figures"] = {f: wmean(lambda p, f=f: (p.get("steer_figures") or {}).get(f)) for f in figs}
+        m.pop("vs_unsteered", None)
+        out.append(m)
+    return out
+
+
+def plot_taco(runs: list[dict[str, Any]], path: Path) -> Path | None:
+    """Success (95% intervals) and chunk latency / M=1 against M: one column per (task, variant), one
+    line per verifier; M = 1 (no choice to make) is drawn for every verifier that ran it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    taco = [r for r in runs if r.get("steer") == "taco" and r.get("candidates") is not None]
+    groups = list(dict.fromkeys(_key(r) for r in taco))
+    if not groups:
+        return None
+    fig, axes = plt.subplots(2, len(groups), figsize=(4.2 * len(groups), 6.4), squeeze=False)
+    for j, key in enumerate(groups):
+        rs = [r for r in taco if _key(r) == key]
+        ones = [r for r in rs if int(r["candidates"]) == 1]
+        m1 = next((r for r in ones if r["verifier"] == "cfn"), ones[0] if ones else None)
+        base = {r["verifier"]: r for r in ones}
+        for i, v in enumerate(sorted({r["verifier"] for r in rs})):
+            line = [r for r in rs if r["verifier"] == v]
+            if v not in base and m1 is not None:  # M = 1 chooses nothing: the shared M = 1 run
+                base[v] = m1
+                line.append(m1)
+            line = sorted(line, key=lambda r: int(r["candidates"]))
+            xs = np.array([int(r["candidates"]) for r in line], dtype=float) * (1 + 0.03 * (i - 1))
+            ys = [r["success_rate"] for r in line]
+            err = np.array([[r["success_rate"] - r["ci95"][0], r["ci95"][1] - r["success_rate"]] for r in line]).T
+            axes[0, j].errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=v)
+            b = (base.get(v) or {}).get("chunk_latency_ms", {}).get("p50")
+            lat = [(r.get("chunk_latency_ms") or {}).get("p50") for r in line]
+            if b:
+                axes[1, j].plot([int(r["candidates"]) for r in line], [x / b if x else np.nan for x in lat], marker="o", label=v)
+        task, variant, policy = key[:3]
+        axes[0, j].set_title(f"{task} / {variant} ({policy}, n={rs[0]['episodes']})", fontsize=9)
+        axes[0, j].set_ylim(0, 1.05)
+        axes[0, j].set_ylabel("success (95% Wilson)")
+        axes[1, j].set_ylabel("chunk latency p50 / M=1")
+        for ax in axes[:, j]:
+            ax.set_xscale("log", base=2)
+            ax.set_xlabel("candidates M")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def summarize(runs: list[dict[str, Any]], target_m: int = 16) -> tuple[str, list[dict[str, Any]]]:
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in runs:
@@ -54,6 +171,11 @@ def summarize(runs: list[dict[str, Any]], target_m: int = 16) -> tuple[str, list
         ms = sorted({int(r["candidates"]) for r in taco})
         verifiers = sorted({r["verifier"] for r in taco})
         cell = {(int(r["candidates"]), r["verifier"]): r for r in taco}
+        # M = 1 has nothing to choose: one M = 1 run (any verifier) is the reference for every verifier
+        m1 = cell.get((1, "cfn")) or next((r for r in taco if int(r["candidates"]) == 1), None)
+        if m1 is not None:
+            for v in verifiers:
+                cell.setdefault((1, v), m1)
         lines.append(f"\n### {task} / {variant} ({policy}, {mode}, latency {lat}; {rs[0]['episodes']} episodes per cell)\n")
         lines.append("| M | " + " | ".join(f"{v} success" for v in verifiers) + " | " +
                      " | ".join(f"{v} latency / M=1" for v in verifiers) + " |")
@@ -64,7 +186,7 @@ def summarize(runs: list[dict[str, Any]], target_m: int = 16) -> tuple[str, list
             row = [_fmt(cell.get((m, v))) for v in verifiers]
             lat_cells = []
             for v in verifiers:
-                r, r1 = cell.get((m, v)), cell.get((min(ms), v))
+                r, r1 = cell.get((m, v)), cell.get((1, v))
                 p, p1 = (r or {}).get("chunk_latency_ms", {}).get("p50"), (r1 or {}).get("chunk_latency_ms", {}).get("p50")
                 lat_cells.append(f"{p / p1:.2f}" if p and p1 else "-")
             lines.append(f"| {m} | " + " | ".join(row) + " | " + " | ".join(lat_cells) + " |")
@@ -77,13 +199,30 @@ def summarize(runs: list[dict[str, Any]], target_m: int = 16) -> tuple[str, list
             "cfn_beats_random": _above(at, cell.get((target_m, "random"))),
             "cfn_minus_random": None if at is None or cell.get((target_m, "random")) is None
             else at["success_rate"] - cell[(target_m, "random")]["success_rate"],
+            "p_cfn_vs_m1": _fisher(at, ref),
+            "p_cfn_vs_random": _fisher(at, cell.get((target_m, "random"))),
         }
         verdicts.append(v)
         lines.append(
             f"\nM={target_m} CFN vs M=1: {_yes(v['cfn_beats_m1_by_10_points'])} (difference {_pts(v[f'cfn_m{target_m}_minus_m1'])}); "
-            f"CFN vs random at M={target_m}: {_yes(v['cfn_beats_random'])} (difference {_pts(v['cfn_minus_random'])})"
+            f"CFN vs random at M={target_m}: {_yes(v['cfn_beats_random'])} (difference {_pts(v['cfn_minus_random'])}); "
+            f"Fisher exact p: vs M=1 {_p(v['p_cfn_vs_m1'])}, vs random {_p(v['p_cfn_vs_random'])}"
         )
     return "\n".join(lines).lstrip() + "\n", verdicts
+
+
+def _fisher(a: dict | None, b: dict | None) -> float | None:
+    """Two-sided Fisher exact p of two success counts (None: not measured)."""
+    if a is None or b is None:
+        return None
+    from scipy.stats import fisher_exact
+
+    table = [[a["successes"], a["episodes"] - a["successes"]], [b["successes"], b["episodes"] - b["successes"]]]
+    return float(fisher_exact(table).pvalue)
+
+
+def _p(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}"
 
 
 def _yes(b: bool | None) -> str:
@@ -96,15 +235,29 @@ def _pts(x: float | None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="summarise a TACO benchmark results.json")
-    ap.add_argument("results")
-    ap.add_argument("--out", default=None, help="Markdown file to write (default: beside results.json)")
+    ap.add_argument("results", nargs="+", help="results.json (several: consecutive seed ranges of one grid)")
+    ap.add_argument("--out", default=None, help="Markdown file to write (default: taco.md beside the (merged) results)")
+    ap.add_argument("--merged-out", default=None, help="folder for the merged results.json/results.md/plots")
     ap.add_argument("--target-m", type=int, default=16)
     args = ap.parse_args(argv)
-    path = Path(args.results)
-    data = json.loads(path.read_text())
-    md, verdicts = summarize(data["runs"], args.target_m)
-    out = Path(args.out) if args.out else path.with_name("taco.md")
-    out.write_text("# TACO benchmark\n\n" + (data.get("meta", {}).get("command") or "") + "\n\n" + md)
+    paths = [Path(p) for p in args.results]
+    datas = [json.loads(p.read_text()) for p in paths]
+    runs = merge_runs([d["runs"] for d in datas])
+    commands = [d.get("meta", {}).get("command") or "" for d in datas]
+    folder = paths[0].parent
+    if args.merged_out:
+        from policy_steer.bench.plots import write_plots
+        from policy_steer.bench.results import write_results
+
+        folder = Path(args.merged_out)
+        write_results(folder, runs, {"command": " ; ".join(commands), "merged_from": [str(p) for p in paths]})
+        write_plots(runs, folder)
+    md, verdicts = summarize(runs, args.target_m)
+    out = Path(args.out) if args.out else folder / "taco.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    plot = plot_taco(runs, out.with_suffix(".png"))
+    head = "\n".join(f"    {c}" for c in commands)
+    out.write_text("# TACO benchmark\n\n" + head + "\n\n" + md + (f"\n![success and latency vs M]({plot.name})\n" if plot else ""))
     (out.with_suffix(".json")).write_text(json.dumps(verdicts, indent=2) + "\n")
     print(md, end="")
     return 0

@@ -16,8 +16,9 @@ Importing this package registers the steering method ``vls`` with the benchmark 
 (B), ``fk`` (on/off) and ``gradient`` (on/off), and the options ``reward_backend`` (offline,
 transformers, openai) and ``guidance_scale`` (lambda_max; None: the family's default). More options,
 read when present in the settings: ``vls_through`` (denoiser | x0_hat), ``vls_normalize``
-(unit | raw), ``vls_cap`` (max RMS of a step's shift), ``vls_schedule`` (sigmoid | linear | constant), ``vls_potential`` (max | difference |
-sum), ``vls_fk_lambda``, ``vls_repulsion`` (scale, 0 = off).
+(raw (default) | unit), ``vls_cap`` (max RMS of a step's shift; default 1 for raw, none for unit), ``vls_schedule`` (sigmoid | linear | constant), ``vls_potential`` (max | difference |
+sum), ``vls_fk_lambda``, ``vls_fk_start`` (denoising progress from which FK potentials count; 0),
+``vls_repulsion`` (scale, 0 = off).
 
 Sampler: with more than one particle a stochastic sampler (``ddpm`` for diffusion, ``flow_sde`` for
 flow) so that resampled duplicates diverge again; with one particle the policy's own.
@@ -47,8 +48,16 @@ from policy_steer.steering.vls.strategy import VLSConfig, VLSStrategy
 from policy_steer.steering.vls.strength import StrengthConfig
 from policy_steer.vlm_rewards import SynthesisConfig
 
-# lambda_max per family when ``guidance_scale`` is None (unit-RMS gradients; tuned on push obstacle)
-DEFAULT_SCALE = {"diffusion": 1.0, "flow": 1.0}
+# Defaults of the benchmark / CLI path (tuned on push, seeds 0..11; see docs/results/vls/):
+# raw gradients (lambda is an inverse temperature on the reward: the guidance vanishes where the reward
+# is flat, i.e. where the program's constraints hold), the shift capped at RMS 3 per entry in
+# normalised action units, lambda_max per family when ``guidance_scale`` is None. With "unit" gradients
+# (VLS's normalisation) every particle is pushed at full strength along whatever slope the goal terms
+# leave, which bent the policy's detour round the block into a straight line and cost success on push.
+DEFAULT_NORMALIZE = "raw"
+DEFAULT_CAP = 3.0
+DEFAULT_SCALE = {"diffusion": 20.0, "flow": 20.0}
+UNIT_SCALE = {"diffusion": 1.0, "flow": 1.0}  # lambda_max for vls_normalize=unit
 STOCHASTIC = {"diffusion": "ddpm", "flow": "flow_sde"}
 
 
@@ -72,19 +81,23 @@ def config_from_settings(policy: DenoisingPolicy, settings: dict[str, Any]) -> V
     except (TypeError, ValueError) as e:
         raise ConfigError(f"VLS particles must be an integer, got {settings.get('particles')!r}") from e
     scale = settings.get("guidance_scale")
+    normalize = str(settings.get("vls_normalize") or DEFAULT_NORMALIZE)
+    cap = settings.get("vls_cap", DEFAULT_CAP if normalize == "raw" else None)
     grad = GradientConfig(
         through=str(settings.get("vls_through", "denoiser")),
-        normalize=str(settings.get("vls_normalize", "unit")),
-        cap=None if settings.get("vls_cap") is None else float(settings["vls_cap"]),
+        normalize=normalize,
+        cap=None if cap is None or str(cap).lower() in ("none", "off") else float(cap),
     )
+    defaults = DEFAULT_SCALE if normalize == "raw" else UNIT_SCALE
     strength = StrengthConfig(
-        scale=float(DEFAULT_SCALE[family] if scale is None else scale),
+        scale=float(defaults.get(family, 1.0) if scale is None else scale),
         schedule=str(settings.get("vls_schedule", "sigmoid")),
     )
     fk = FKConfig(
         enabled=on_off(settings.get("fk", "on"), "fk"),
         potential=str(settings.get("vls_potential", "max")),
         lam=float(settings.get("vls_fk_lambda", 1.0)),
+        start=float(settings.get("vls_fk_start", FKConfig.start)),
     )
     repulsion = RepulsionConfig(scale=float(settings.get("vls_repulsion", RepulsionConfig.scale)))
     return VLSConfig(
@@ -113,7 +126,7 @@ def build(policy: DenoisingPolicy, settings: dict[str, Any]) -> SteerSetup:
 METHOD = register(SteerMethod("vls", axes=("particles", "fk", "gradient"), build=build))
 
 __all__ = [
-    "ChunkReward", "DEFAULT_SCALE", "EpisodeReward", "EpisodeStats", "FKConfig", "GradientConfig", "METHOD",
+    "ChunkReward", "DEFAULT_CAP", "DEFAULT_NORMALIZE", "DEFAULT_SCALE", "UNIT_SCALE", "EpisodeReward", "EpisodeStats", "FKConfig", "GradientConfig", "METHOD",
     "RepulsionConfig", "StrengthConfig", "VLSConfig", "VLSStrategy", "build", "config_from_settings", "on_off",
     "sampler_for", "trajectory_map_for",
 ]
