@@ -52,7 +52,7 @@ from policy_steer.runtime.chunk_source import ClientChunkSource
 from policy_steer.runtime.planner import MODES, hold_action
 from policy_steer.runtime.realtime import RealtimeChunk, RealtimeConfig, RealtimeLoop, RealtimeResult, RealtimeStep
 from policy_steer.runtime.robot import SimRobot
-from policy_steer.types import OBS_IMAGES, OBS_STATE, Observation
+from policy_steer.types import OBS_STATE, Observation
 
 SAFETY_MODES = ("clip", "hold", "off")
 SAFETY_EVENTS_PER_S = 5  # `safety` events published per second at most (each action message still says it)
@@ -184,16 +184,9 @@ class GuardedSimRobot:
 
 def _env_kwargs_for(welcome_obs: dict[str, Any]) -> dict[str, Any]:
     """Cameras and image size the server's policy asks for (``observation.images.<camera>`` keys)."""
-    cams, sizes = [], set()
-    for key, feat in welcome_obs.items():
-        if key.startswith(OBS_IMAGES + "."):
-            cams.append(key[len(OBS_IMAGES) + 1:])
-            sizes.add(tuple(int(d) for d in feat.shape[:2]))
-    if not cams:
-        return {}
-    if len(sizes) > 1:
-        raise ConfigError(f"the server's policy wants cameras of different sizes {sorted(sizes)}; the sim renders one size")
-    return {"cameras": tuple(cams), "image_size": sizes.pop()}
+    from policy_steer.policies.observation import camera_env_kwargs
+
+    return camera_env_kwargs(welcome_obs)
 
 
 def check_fit(env, spec) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 from policy_steer.bench.cells import Cell
 
-_ENVS: dict[tuple[str, str], Any] = {}
+_ENVS: dict[tuple, Any] = {}
 _POLICIES: dict[tuple, Any] = {}
 _BASE: dict[str, Any] = {}
 _CONFIG: dict[str, Any] = {}
@@ -26,12 +26,15 @@ def init_worker(runtime_options: dict[str, Any], threads: int = 1) -> None:
     _CONFIG.update(runtime_options)
 
 
-def _env(cell: Cell):
+def _env(cell: Cell, spec=None):
+    """The cell's task env (cached per worker), rendering the cameras ``spec``'s policy reads."""
     from policy_steer.envs import make
+    from policy_steer.policies.observation import camera_env_kwargs
 
-    key = (cell.task, cell.variant)
+    kwargs = camera_env_kwargs(spec.observation) if spec is not None else {}
+    key = (cell.task, cell.variant, tuple(sorted(kwargs.items())))
     if key not in _ENVS:
-        _ENVS[key] = make(cell.task, cell.variant)
+        _ENVS[key] = make(cell.task, cell.variant, **kwargs)
     return _ENVS[key]
 
 
@@ -63,7 +66,7 @@ def run_job(job: tuple[int, Cell, int]) -> tuple[int, dict[str, Any]]:
         estimator=opts.get("estimator", "auto"), quantize=opts.get("quantize", 1),
     )
     policy = steered_policy(cell, opts.get("sampler_method", "auto"), opts.get("num_steps"))
-    result = run_episode(_env(cell), policy, rt, seed)
+    result = run_episode(_env(cell, policy.spec), policy, rt, seed)
     summary = result.summary()
     summary["steer_info"] = _steer_figures(result)
     return idx, summary

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from policy_steer.errors import ValidationError
+from policy_steer.errors import ConfigError, ValidationError
 from policy_steer.types import OBS_IMAGES, TASK, FeatureSpec, Observation
 
 
@@ -63,3 +63,21 @@ def spec_features_from_lerobot(input_features: dict) -> dict[str, FeatureSpec]:
         else:
             feats[key] = FeatureSpec("<f4", shape)
     return feats
+
+
+def camera_env_kwargs(features: dict[str, FeatureSpec]) -> dict[str, Any]:
+    """The ``cameras`` and ``image_size`` a task env must render for a policy with ``features``.
+
+    ``{}`` for a policy without ``observation.images.<camera>`` inputs. The task envs render every
+    camera at one size, so a policy asking for cameras of different sizes is refused (ConfigError).
+    """
+    cams, sizes = [], set()
+    for key, feat in features.items():
+        if key.startswith(OBS_IMAGES + "."):
+            cams.append(key[len(OBS_IMAGES) + 1:])
+            sizes.add(tuple(int(d) for d in feat.shape[:2]))
+    if not cams:
+        return {}
+    if len(sizes) > 1:
+        raise ConfigError(f"the policy wants cameras of different sizes {sorted(sizes)}; the sim renders one size")
+    return {"cameras": tuple(cams), "image_size": sizes.pop()}

@@ -15,9 +15,10 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from policy_steer.config import IntList
 from policy_steer.errors import ConfigError, DatasetError
 from policy_steer.policies.loading import CheckpointMeta
 from policy_steer.training.column_cache import cached_columns
@@ -28,8 +29,8 @@ log = logging.getLogger(__name__)
 @dataclass
 class Config:
     task: str = "push"
-    family: str = "diffusion"  # diffusion | flow | image-diffusion
-    dataset: str | None = None  # LeRobotDataset folder; default data/<task> (data/<task>-front for images)
+    family: str = "diffusion"  # diffusion | flow | image-diffusion | image-diffusion-resnet (architectures.py)
+    dataset: str | None = None  # LeRobotDataset folder; default data/<task> (data/<task>-<camera> for images)
     episodes: int = 200  # demonstrations recorded when the dataset folder does not exist
     steps: int = 20000
     batch_size: int = 64
@@ -40,16 +41,23 @@ class Config:
     overwrite: bool = False
     work_dir: str = "outputs/train"
     num_workers: int = 0  # dataloader workers (0: in the training process)
-    camera: str = "front"  # for image-diffusion
+    camera: str = "front"  # image families: the camera recorded and read
+    image_size: IntList = field(default_factory=lambda: IntList([64, 64]))  # image families: height,width when recording
     # Weights are stored in this dtype (lerobot loads them back into float32 parameters); float16
     # halves the checkpoint, which ships in the repository.
     weights_dtype: str = "float16"
 
 
+def _is_image_family(family: str) -> bool:
+    from policy_steer.training.architectures import IMAGE_FAMILIES
+
+    return family in IMAGE_FAMILIES
+
+
 def _dataset_folder(cfg: Config) -> Path:
     if cfg.dataset:
         return Path(cfg.dataset)
-    suffix = f"-{cfg.camera}" if cfg.family == "image-diffusion" else ""
+    suffix = f"-{cfg.camera}" if _is_image_family(cfg.family) else ""
     return Path("data") / f"{cfg.task}{suffix}"
 
 
@@ -65,10 +73,11 @@ def ensure_dataset(cfg: Config) -> Path:
 
     log.info("recording %d demonstrations of %s into %s", cfg.episodes, cfg.task, folder)
     rec = RecordConfig(task=cfg.task, episodes=cfg.episodes, out=str(folder), seed_start=100_000)
-    if cfg.family == "image-diffusion":
+    if _is_image_family(cfg.family):
         from policy_steer.config import StrList
 
         rec.cameras = StrList([cfg.camera])
+        rec.image_size = IntList(cfg.image_size)
     record(rec)
     return folder
 
@@ -140,6 +149,9 @@ def train_reference(cfg: Config) -> Path:
     make_self_contained(out)
     if cfg.weights_dtype != "float32":
         store_weights_as(out / "model.safetensors", cfg.weights_dtype)
+    image: dict = {}
+    if _is_image_family(cfg.family):
+        image = {"camera": cfg.camera, "image_size": list(meta.features[f"observation.images.{cfg.camera}"]["shape"][:2])}
     CheckpointMeta(
         task=cfg.task,
         control_hz=float(u.control_hz),
@@ -157,8 +169,11 @@ def train_reference(cfg: Config) -> Path:
             "seed": cfg.seed,
             "future_state_offsets": cfg.future_state_offsets,
             "train_seconds": round(train_s, 1),
+            **image,
             "command": f"policy-steer train-reference --task {cfg.task} --family {cfg.family}"
             + (f" --future-state-offsets {cfg.future_state_offsets}" if cfg.future_state_offsets else "")
+            + (f" --camera {cfg.camera} --image_size {','.join(str(d) for d in cfg.image_size)}" if image else "")
+            + (f" --episodes {meta.total_episodes}" if meta.total_episodes != Config.episodes else "")
             + f" --steps {cfg.steps} --batch_size {cfg.batch_size} --seed {cfg.seed}",
         },
     ).write(out)

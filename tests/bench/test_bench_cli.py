@@ -34,6 +34,17 @@ def test_short_baseline_bench_of_the_shipped_policy(tmp_path, capsys):
     assert list(out.glob("*.png")), "no plot written"
 
 
+def test_bench_renders_the_camera_an_image_policy_reads(tmp_path):
+    """The workers' envs render ``observation.images.front`` for checkpoints/reach-image-diffusion."""
+    out = tmp_path / "res"
+    code = main(["bench", "--task", "reach", "--policy", str(REPO / "checkpoints" / "reach-image-diffusion"),
+                 "--episodes", "1", "--workers", "1", "--out", str(out), "--quiet", "true", "--plots", "false"])
+    assert code == 0
+    (run,) = json.loads((out / "results.json").read_text())["runs"]
+    assert run["episodes"] == 1 and run["policy"].endswith("checkpoints/reach-image-diffusion")
+    assert run["chunk_latency_ms"]["p50"] > 0
+
+
 def test_same_seeds_give_the_same_episodes(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     for out in (a, b):

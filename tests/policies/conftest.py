@@ -18,6 +18,8 @@ BUILDERS = {
     "dit-flow-camera": lambda f: build_tiny_dit(f, camera=True),
     "dit-ddpm": lambda f: build_tiny_dit(f, objective="diffusion", noise_scheduler_type="DDPM"),
     "dit-ddim": lambda f: build_tiny_dit(f, objective="diffusion", noise_scheduler_type="DDIM"),
+    # the image-diffusion family's layout: diffusion objective, a camera, centre crop at inference
+    "dit-ddim-camera": lambda f: build_tiny_dit(f, objective="diffusion", noise_scheduler_type="DDIM", camera=True, crop=24),
 }
 
 

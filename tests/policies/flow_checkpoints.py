@@ -102,9 +102,14 @@ def build_tiny_smolvla(folder: str | Path, seed: int = 0) -> Path:
 
 
 def build_tiny_dit(
-    folder: str | Path, objective: str = "flow_matching", camera: bool = False, seed: int = 0, **overrides
+    folder: str | Path, objective: str = "flow_matching", camera: bool = False, seed: int = 0,
+    crop: int | None = None, **overrides
 ) -> Path:
-    """A multi_task_dit checkpoint (tiny CLIP text encoder; CLIP vision too with ``camera``)."""
+    """A multi_task_dit checkpoint (tiny CLIP text encoder; CLIP vision too with ``camera``).
+
+    With ``crop``, images are cropped to ``crop`` x ``crop`` (random while training, centre at
+    inference) and the CLIP vision tower is built for that side, as the ``image-diffusion`` family does.
+    """
     from lerobot.configs.types import FeatureType, PolicyFeature
     from lerobot.policies.factory import make_pre_post_processors
     from lerobot.policies.multi_task_dit.modeling_multi_task_dit import MultiTaskDiTPolicy
@@ -113,11 +118,13 @@ def build_tiny_dit(
 
     folder = Path(folder)
     work = folder.parent / f"{folder.name}-backbones"
-    clip = build_tiny_clip(work / "tiny_clip", image_size=IMAGE)
+    clip = build_tiny_clip(work / "tiny_clip", image_size=crop or IMAGE)
     kw = dict(
         objective=objective, horizon=CHUNK, n_obs_steps=2, n_action_steps=CHUNK // 2, hidden_dim=32, num_layers=2,
         num_heads=2, timestep_embed_dim=16, num_integration_steps=NUM_STEPS + 2, num_inference_steps=NUM_STEPS + 2,
     )
+    if crop:
+        kw.update(image_crop_shape=(crop, crop), image_crop_is_random=True)
     kw.update(overrides)
     cfg = multi_task_dit_config(STATE_DIM, ACTION_DIM, clip, **kw)
     image_keys: tuple[str, ...] = ()

@@ -25,7 +25,7 @@ from policy_steer.schedules import DiffusionSchedule, FlowSchedule
 from policy_steer.steered_policy import SteeredPolicy
 from tests.policies.flow_checkpoints import ACTION_DIM, CHUNK, STATE_DIM, make_obs
 
-KINDS = ["dit-flow", "dit-flow-camera", "dit-ddpm", "dit-ddim"]
+KINDS = ["dit-flow", "dit-flow-camera", "dit-ddpm", "dit-ddim", "dit-ddim-camera"]
 N_OBS = 2
 
 
@@ -95,7 +95,7 @@ def test_spec_and_schedule(adapters, kind):
         assert list(a.spec.observation) == ["observation.state"]
 
 
-@pytest.mark.parametrize("kind", ["dit-flow", "dit-flow-camera"])
+@pytest.mark.parametrize("kind", ["dit-flow", "dit-flow-camera", "dit-ddim-camera"])
 def test_expand_encodes_once_and_features(adapters, kind, monkeypatch):
     a = adapters(kind)
     calls = [0]
@@ -120,6 +120,21 @@ def test_expand_encodes_once_and_features(adapters, kind, monkeypatch):
     # the feature is the last block's hidden state at the chunk's first action: it gives that row
     start = a.chunk_slice.start
     torch.testing.assert_close(a.net.output_proj(feat), out[:, start], atol=1e-6, rtol=1e-6)
+
+
+def test_camera_image_conditions_the_chunk(adapters):
+    """The image reaches the conditioning (so the fidelity test above also covers the image path)."""
+    a = adapters("dit-ddim-camera")
+    assert a.config.image_crop_shape == (24, 24) and a.spec.observation["observation.images.front"].shape == (32, 32, 3)
+    obs = make_obs(a.spec, seed=1)
+    other = {**obs, "observation.images.front": make_obs(a.spec, seed=2)["observation.images.front"]}
+    a.reset()
+    c1 = a.prepare(obs).tensors["cond"]
+    a.reset()
+    c2 = a.prepare(other).tensors["cond"]
+    assert not torch.allclose(c1, c2)
+    state = a.spec.observation["observation.state"].shape[0]
+    torch.testing.assert_close(c1[:, :state], c2[:, :state])  # only the image part differs
 
 
 def test_units_match_the_postprocessor(adapters):

@@ -354,3 +354,40 @@ def test_flow_policies_fit_and_select(tmp_path, kind):
     chunk = sp.predict_chunk(make_obs(policy.spec, task=INSTRUCTION))
     assert len(prepared) == 1 and len(chunk.info["steer"]["taco"]["scores"]) == 4
     assert chunk.actions.shape == (policy.spec.horizon, policy.spec.action_dim)
+
+
+class Inject(Strategy):
+    """Starts the sampler from given initial noise (selects nothing)."""
+
+    name = "inject"
+
+    def __init__(self, noise: torch.Tensor) -> None:
+        self.noise = noise
+
+    def begin(self, run):
+        run.x = self.noise.clone()
+
+
+@pytest.mark.parametrize("kind", ["diffusion", "dit-flow"])
+def test_each_batched_candidate_is_the_chunk_one_sample_gives_from_its_noise(tmp_path, kind):
+    """Selection among M candidates can only be judged against M = 1 if the candidates are M independent
+    draws of the policy's own chunk: no row may depend on the others (batch-coupled normalisation,
+    a wrong expand). Row i of the batched run must equal a single run started from row i's noise
+    (deterministic samplers: DDIM as the shipped diffusion policies, flow Euler)."""
+    if kind == "diffusion":
+        from tests.fixtures.tiny_policies import build_tiny_diffusion
+
+        policy, obs = load_policy(build_tiny_diffusion(tmp_path / "ddim", scheduler="DDIM")), _obs()
+    else:
+        from tests.policies.flow_checkpoints import build_tiny_dit, make_obs
+
+        policy = load_policy(build_tiny_dit(tmp_path / "ckpt"))
+        obs = make_obs(policy.spec, task=INSTRUCTION)
+    spy = Spy()
+    SteeredPolicy(policy, [TacoSelection(RandomVerifier(), 6), spy], seed=0).predict_chunk(obs)
+    batch_noise, batch_x0 = spy.noise, spy.x0
+    assert batch_noise.shape[0] == 6
+    for i in range(6):
+        one = Spy()
+        SteeredPolicy(policy, [Inject(batch_noise[i:i + 1]), one], seed=1).predict_chunk(obs)
+        torch.testing.assert_close(one.x0[0], batch_x0[i], rtol=1e-4, atol=1e-5)

@@ -311,7 +311,7 @@ def test_bench_defaults_are_raw_capped_gradients(policy):
     # "unit" gradients pushed every particle at full strength along the goal terms' slope (the detour
     # round the block bent into a straight line: push obstacle 0.50 -> 0.00); the bench path now takes
     # raw gradients (vanishing where the program's constraints hold), capped, unless told otherwise.
-    from policy_steer.steering.vls import DEFAULT_CAP, DEFAULT_SCALE, UNIT_SCALE, config_from_settings
+    from policy_steer.steering.vls import DEFAULT_CAP, DEFAULT_FK_START, DEFAULT_SCALE, UNIT_SCALE, config_from_settings
 
     family = policy.schedule.family
     cfg = config_from_settings(policy, {"particles": 4, "guidance_scale": None})
@@ -321,4 +321,5 @@ def test_bench_defaults_are_raw_capped_gradients(policy):
     assert unit.grad.cap is None and unit.strength.scale == UNIT_SCALE[family]
     assert config_from_settings(policy, {"vls_cap": "none"}).grad.cap is None
     assert config_from_settings(policy, {"guidance_scale": 5.0}).strength.scale == 5.0
-    assert cfg.fk.start == 0.0 and config_from_settings(policy, {"vls_fk_start": 0.5}).fk.start == 0.5
+    assert cfg.fk.start == DEFAULT_FK_START == 0.5
+    assert config_from_settings(policy, {"vls_fk_start": 0.0}).fk.start == 0.0

@@ -80,3 +80,73 @@ def test_train_reference_refuses_a_dataset_of_another_task(tmp_path, reach_demos
     with pytest.raises(DatasetError, match="not of 'push'"):
         train_reference(cfg)
     assert not (tmp_path / "x").exists()
+
+
+@pytest.fixture(scope="module")
+def reach_camera_demos(tmp_path_factory) -> Path:
+    from policy_steer.config import IntList, StrList
+    from policy_steer.envs.recording import Config as RecordConfig
+    from policy_steer.envs.recording import record
+
+    out = tmp_path_factory.mktemp("demos") / "reach-front"
+    record(RecordConfig(task="reach", episodes=2, out=str(out), seed_start=7, progress=False,
+                        cameras=StrList(["front"]), image_size=IntList([32, 32])))
+    return out
+
+
+def _rendered_chunk(policy):
+    """A chunk from an observation the task env renders with the cameras the policy reads."""
+    from policy_steer.envs import make
+    from policy_steer.policies.observation import camera_env_kwargs
+    from policy_steer.steered_policy import SteeredPolicy
+
+    env = make("reach", **camera_env_kwargs(policy.spec.observation))
+    try:
+        obs, _ = env.reset(seed=0)
+        return SteeredPolicy(policy, seed=0).predict_chunk({**obs, "task": env.unwrapped.instruction, "step": 0})
+    finally:
+        env.close()
+
+
+def test_image_diffusion_family_trains_multi_task_dit_on_a_camera(tmp_path, reach_camera_demos):
+    """``--family image-diffusion``: lerobot's multi_task_dit, diffusion objective, tiny CLIP vision tower."""
+    from policy_steer.policies.loading import load_policy
+    from policy_steer.policies.multi_task_dit import MultiTaskDiTAdapter
+
+    out = tmp_path / "reach-image-diffusion"
+    cfg = Config(task="reach", family="image-diffusion", dataset=str(reach_camera_demos), steps=3, batch_size=8,
+                 out=str(out), work_dir=str(tmp_path / "work"))
+    assert train_reference(cfg) == out
+    conf = json.loads((out / "config.json").read_text())
+    assert conf["type"] == "multi_task_dit" and conf["objective"] == "diffusion"
+    assert conf["vision_encoder_name"] == "tiny_clip" and (out / "tiny_clip" / "config.json").is_file()
+    assert conf["image_crop_shape"] == [24, 24] and conf["vision_encoder_lr_multiplier"] == 1.0
+    clip = json.loads((out / "tiny_clip" / "config.json").read_text())
+    assert clip["vision_config"]["image_size"] == 24 and clip["vision_config"]["patch_size"] == 8
+    meta = json.loads((out / "policy_steer.json").read_text())
+    assert meta["family"] == "image-diffusion" and meta["camera"] == "front" and meta["image_size"] == [32, 32]
+
+    policy = load_policy(str(out))
+    assert isinstance(policy, MultiTaskDiTAdapter) and policy.spec.family == "diffusion"
+    assert policy.spec.observation["observation.images.front"].shape == (32, 32, 3)
+    chunk = _rendered_chunk(policy)
+    assert chunk.actions.shape == (policy.spec.horizon, 3) and np.isfinite(chunk.actions).all()
+
+
+def test_image_family_needs_the_camera_in_the_dataset(tmp_path, reach_demos):
+    cfg = Config(task="reach", family="image-diffusion", dataset=str(reach_demos), steps=2, batch_size=4,
+                 out=str(tmp_path / "x"), work_dir=str(tmp_path / "work"))
+    with pytest.raises(ConfigError, match="observation.images.front"):
+        train_reference(cfg)
+
+
+def test_shipped_image_policy_acts_on_a_rendered_camera():
+    """checkpoints/reach-image-diffusion: loads from the repository and denoises a rendered observation."""
+    from policy_steer.policies.loading import load_policy
+
+    folder = Path(__file__).resolve().parents[2] / "checkpoints" / "reach-image-diffusion"
+    policy = load_policy(str(folder))
+    assert policy.spec.family == "diffusion" and policy.spec.action_dim == 3
+    assert set(policy.spec.observation) == {"observation.state", "observation.images.front"}
+    chunk = _rendered_chunk(policy)
+    assert chunk.actions.shape == (16, 3) and np.isfinite(chunk.actions).all()
