@@ -38,6 +38,9 @@ class Config:
     seed: int = 0
     out: str | None = None  # default checkpoints/<task>-<family>
     future_state_offsets: int = 0  # VLASH offset fine-tuning: max offset in control steps (0: off)
+    # Fine-tune instead of training from scratch: start from this lerobot checkpoint's weights, config and
+    # normalisation (lerobot's pretrained_path); the family, lr and architecture come from it.
+    init_from: str | None = None
     overwrite: bool = False
     work_dir: str = "outputs/train"
     num_workers: int = 0  # dataloader workers (0: in the training process)
@@ -101,6 +104,8 @@ def train_reference(cfg: Config) -> Path:
         raise ConfigError(f"{out} already holds a checkpoint; pass --overwrite true to replace it")
 
     dataset = ensure_dataset(cfg)
+    # the demonstrations recorded (before any offset copies): what --episodes reproduces
+    recorded_episodes = LeRobotDatasetMetadata(repo_id=f"local/{dataset.name}", root=dataset).total_episodes
     if cfg.future_state_offsets:
         from policy_steer.training.offsets import make_offset_dataset
 
@@ -114,7 +119,10 @@ def train_reference(cfg: Config) -> Path:
     if tuple(meta.features["action"]["shape"]) != (u.action_dim,):
         raise DatasetError(f"{dataset} has {meta.features['action']['shape']} actions; {cfg.task!r} takes ({u.action_dim},)")
 
-    policy_cfg = policy_config(cfg.family, meta.features, lr=cfg.lr, camera=cfg.camera)
+    if cfg.init_from:
+        policy_cfg = fine_tune_config(Path(cfg.init_from), meta.features, lr=cfg.lr)
+    else:
+        policy_cfg = policy_config(cfg.family, meta.features, lr=cfg.lr, camera=cfg.camera)
     run_dir = Path(cfg.work_dir) / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     train_cfg = TrainPipelineConfig(
         dataset=DatasetConfig(repo_id=f"local/{dataset.name}", root=str(dataset)),
@@ -168,17 +176,47 @@ def train_reference(cfg: Config) -> Path:
             "batch_size": cfg.batch_size,
             "seed": cfg.seed,
             "future_state_offsets": cfg.future_state_offsets,
+            "init_from": cfg.init_from,
             "train_seconds": round(train_s, 1),
             **image,
             "command": f"policy-steer train-reference --task {cfg.task} --family {cfg.family}"
             + (f" --future-state-offsets {cfg.future_state_offsets}" if cfg.future_state_offsets else "")
+            + (f" --init_from {cfg.init_from}" if cfg.init_from else "")
+            + (f" --lr {cfg.lr}" if cfg.lr is not None else "")
             + (f" --camera {cfg.camera} --image_size {','.join(str(d) for d in cfg.image_size)}" if image else "")
-            + (f" --episodes {meta.total_episodes}" if meta.total_episodes != Config.episodes else "")
+            + (f" --episodes {recorded_episodes}" if recorded_episodes != Config.episodes else "")
             + f" --steps {cfg.steps} --batch_size {cfg.batch_size} --seed {cfg.seed}",
         },
     ).write(out)
     log.info("trained %s in %.0f s -> %s", name, train_s, out)
     return out
+
+
+def fine_tune_config(folder: Path, dataset_features: dict, lr: float | None = None):
+    """The lerobot config of the checkpoint in ``folder``, set to start training from its weights.
+
+    lerobot's training then loads the weights (``pretrained_path``) and the checkpoint's processors,
+    with the normaliser's statistics taken from the new dataset. The dataset must have the shapes the
+    checkpoint was trained on.
+    """
+    from lerobot.configs.policies import PreTrainedConfig
+
+    if not (folder / "config.json").is_file():
+        raise ConfigError(f"--init_from {folder}: no lerobot checkpoint there (config.json missing)")
+    policy_cfg = PreTrainedConfig.from_pretrained(folder)
+    for key, feature in {**policy_cfg.input_features, **policy_cfg.output_features}.items():
+        if key not in dataset_features:
+            raise DatasetError(f"--init_from {folder} reads {key!r}, which the dataset does not have")
+        shape = tuple(dataset_features[key]["shape"])
+        want = tuple(feature.shape)
+        if shape != want and (len(want) != 3 or shape != (want[1], want[2], want[0])):  # images are CHW in the policy
+            raise DatasetError(f"--init_from {folder} has {key} of shape {want}; the dataset's is {shape}")
+    policy_cfg.pretrained_path = folder
+    policy_cfg.device = "cpu"
+    policy_cfg.push_to_hub = False
+    if lr is not None:
+        policy_cfg.optimizer_lr = lr
+    return policy_cfg
 
 
 def store_weights_as(model_file: Path, dtype: str) -> None:

@@ -150,3 +150,26 @@ def test_shipped_image_policy_acts_on_a_rendered_camera():
     assert set(policy.spec.observation) == {"observation.state", "observation.images.front"}
     chunk = _rendered_chunk(policy)
     assert chunk.actions.shape == (16, 3) and np.isfinite(chunk.actions).all()
+
+
+def test_fine_tuning_starts_from_the_given_checkpoint(tmp_path, reach_demos):
+    """--init_from loads the checkpoint's weights: with lr 0 the fine-tuned weights are the initial ones,
+    and the offset data (VLASH) is accepted on top; a folder that is not a checkpoint is refused."""
+    from safetensors.torch import load_file
+
+    base = train_reference(Config(task="reach", dataset=str(reach_demos), steps=2, batch_size=8,
+                                  out=str(tmp_path / "base"), work_dir=str(tmp_path / "work")))
+    tuned = train_reference(Config(task="reach", dataset=str(reach_demos), steps=2, batch_size=8, lr=0.0,
+                                   init_from=str(base), future_state_offsets=2,
+                                   out=str(tmp_path / "tuned"), work_dir=str(tmp_path / "work")))
+    a, b = load_file(base / "model.safetensors"), load_file(tuned / "model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    meta = json.loads((tuned / "policy_steer.json").read_text())
+    assert meta["init_from"] == str(base) and f"--init_from {base}" in meta["command"]
+    # --episodes names the demonstrations to record, not the offset copies derived from them
+    assert meta["dataset_episodes"] > 3 and " --episodes 3 " in meta["command"]
+    with pytest.raises(ConfigError, match="no lerobot checkpoint"):
+        train_reference(Config(task="reach", dataset=str(reach_demos), steps=1, init_from=str(tmp_path / "nothing"),
+                               out=str(tmp_path / "x"), work_dir=str(tmp_path / "work")))
