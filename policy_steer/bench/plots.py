@@ -18,6 +18,14 @@ _IDENTITY = ("task", "variant", "policy", "steer", "mode", "latency_steps", "can
 _NUMERIC_AXES = ("candidates", "particles", "latency_steps")
 
 
+def save_figure(fig, path: Path) -> Path:
+    """Lay ``fig`` out, write it as a PNG at ``path`` and close it."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def _label(run: dict[str, Any], skip: tuple[str, ...]) -> str:
     parts = []
     for k in _IDENTITY:
@@ -66,10 +74,7 @@ def plot_success_by_variant(runs: list[dict[str, Any]], path: Path) -> Path:
         ax.set_title(f"{task} (95% Wilson intervals, n={tr[0]['episodes']} per bar)")
         if len(labels) > 1:
             ax.legend(fontsize=7, loc="upper right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_along_axis(runs: list[dict[str, Any]], axis: str, metric: str, path: Path, ylabel: str) -> Path | None:
@@ -99,10 +104,7 @@ def plot_along_axis(runs: list[dict[str, Any]], axis: str, metric: str, path: Pa
         ax.set_ylim(0, 1.05)
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_latency_panels(runs: list[dict[str, Any]], metric: str, path: Path, ylabel: str) -> Path | None:
@@ -147,10 +149,7 @@ def plot_latency_panels(runs: list[dict[str, Any]], metric: str, path: Path, yla
             ax.set_ylim(0, 1.05)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 # Along latency, curves are drawn per (task, policy, variant) panel with one line per mode.

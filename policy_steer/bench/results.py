@@ -99,6 +99,80 @@ _COLUMNS = [
 ]
 
 
+# What names a cell in results.json: its fixed axes and every steering axis (TACO, VLS).
+CELL_IDENTITY = ("task", "variant", "policy", "steer", "mode", "latency",
+                 "candidates", "verifier", "particles", "fk", "gradient")
+# Per-episode means, pooled weighted by episodes.
+_BY_EPISODE = ("mean_episode_steps", "mean_completion_steps", "mean_stall_steps", "seam_jump", "within_chunk_jump",
+               "state_estimate_error")
+# Means over the episodes that reacted (episodes minus the censored ones).
+_BY_REACTION = ("reaction_steps", "reaction_opportunity_steps")
+# Per-episode lists, kept aligned with ``seeds``.
+_PER_EPISODE = ("seeds", "per_episode_success", "per_episode_completion_steps", "per_episode_stall_steps",
+                "per_episode_reaction_steps")
+
+
+def _weighted(pairs: list[tuple[float | None, float]]) -> float | None:
+    pairs = [(v, w) for v, w in pairs if v is not None]
+    total = sum(w for _, w in pairs)
+    return sum(v * w for v, w in pairs) / total if pairs and total else None
+
+
+def pool_runs(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Runs of the same cell on disjoint seeds (a benchmark topped up with more seeds, or one grid run
+    in seed ranges) as one run each, in order of first appearance.
+
+    Successes, the Wilson interval and the per-episode lists (sorted by seed) are exact; means are
+    weighted by episodes (``mean_success_steps`` by successes, reaction figures by the uncensored
+    episodes), chunk-latency percentiles are episode-weighted means of the parts (approximate: the
+    per-chunk latencies are not in results.json), failures add up. A cell that appears once is
+    returned unchanged; a seed in two runs of one cell is an error."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for r in runs:
+        groups.setdefault(tuple(str(r.get(k)) for k in CELL_IDENTITY), []).append(r)
+    out = []
+    for key, rs in groups.items():
+        if len(rs) == 1:
+            out.append(rs[0])
+            continue
+        seeds = [s for r in rs for s in r.get("seeds", [])]
+        if len(set(seeds)) != len(seeds):
+            raise ValueError(f"cell {dict(zip(CELL_IDENTITY, key))}: the same seed in two runs (their seeds overlap)")
+        p = {k: v for k, v in rs[0].items() if k != "vs_unsteered"}  # a comparison of one part only
+        n = sum(r["episodes"] for r in rs)
+        k = sum(r["successes"] for r in rs)
+        p.update({"episodes": n, "successes": k, "success_rate": k / n, "ci95": wilson_ci(k, n), "pooled_from": len(rs)})
+        for f in _BY_EPISODE:
+            if any(f in r for r in rs):
+                p[f] = _weighted([(r.get(f), r["episodes"]) for r in rs])
+        if any("mean_success_steps" in r for r in rs):
+            p["mean_success_steps"] = _weighted([(r.get("mean_success_steps"), r["successes"]) for r in rs])
+        for f in _BY_REACTION:
+            if any(f in r for r in rs):
+                p[f] = _weighted([(r.get(f), r["episodes"] - (r.get("reaction_censored") or 0)) for r in rs])
+        if any(r.get("reaction_censored") is not None for r in rs):
+            p["reaction_censored"] = sum(r.get("reaction_censored") or 0 for r in rs)
+        if any("chunk_latency_ms" in r for r in rs):
+            p["chunk_latency_ms"] = {q: _weighted([((r.get("chunk_latency_ms") or {}).get(q), r["episodes"]) for r in rs])
+                                     for q in ("p50", "p95", "mean")}
+        if any("failures" in r for r in rs):
+            p["failures"] = dict(sum((Counter(r.get("failures") or {}) for r in rs), Counter()))
+        if any("steer_figures" in r for r in rs):
+            figs = dict.fromkeys(f for r in rs for f in (r.get("steer_figures") or {}))
+            p["steer_figures"] = {f: _weighted([((r.get("steer_figures") or {}).get(f), r["episodes"]) for r in rs])
+                                  for f in figs}
+        lists = [f for f in _PER_EPISODE if all(f in r for r in rs)]
+        for f in lists:
+            p[f] = [v for r in rs for v in r[f]]
+        aligned = [f for f in lists if len(p[f]) == len(seeds)]
+        if "seeds" in aligned:  # one order for all: by seed
+            order = sorted(range(len(seeds)), key=seeds.__getitem__)
+            for f in aligned:
+                p[f] = [p[f][i] for i in order]
+        out.append(p)
+    return out
+
+
 def _fmt(key: str, v: Any) -> str:
     if v is None:
         return "-"

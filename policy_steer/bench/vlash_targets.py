@@ -2,7 +2,8 @@
 
     python -m policy_steer.bench.vlash_targets results/vlash_main/results.json [--latency 4] [--out targets.md]
         [--merge-out DIR]   (several results.json: their runs in one benchmark folder with plots; runs of
-                             the same cell on disjoint seeds are pooled into one, see pool_runs)
+                             the same cell on disjoint seeds are pooled into one, see
+                             policy_steer.bench.results.pool_runs)
 
 For every (task, variant, policy) with ``sync``, ``async`` and ``vlash`` cells at the delay:
 
@@ -26,52 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-
-_IDENTITY = ("task", "variant", "policy", "steer", "mode", "latency")
-_BY_EPISODE = ("mean_episode_steps", "mean_completion_steps", "mean_stall_steps", "seam_jump", "within_chunk_jump",
-               "state_estimate_error")
-_PER_EPISODE = ("seeds", "per_episode_success", "per_episode_completion_steps", "per_episode_stall_steps",
-                "per_episode_reaction_steps")
-
-
-def pool_runs(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Runs of the same cell on disjoint seeds (a benchmark topped up with more seeds) as one run.
-
-    Success, CI and per-episode lists are exact; means are weighted by episodes (reaction figures by
-    the uncensored episodes). Cells that appear once are returned unchanged."""
-    from policy_steer.bench.results import wilson_ci
-
-    groups: dict[tuple, list[dict[str, Any]]] = {}
-    for r in runs:
-        groups.setdefault(tuple(str(r.get(k)) for k in _IDENTITY), []).append(r)
-    out = []
-    for rs in groups.values():
-        if len(rs) == 1:
-            out.append(rs[0])
-            continue
-        seeds = [s for r in rs for s in r.get("seeds", [])]
-        if len(set(seeds)) != len(seeds):
-            raise ValueError(f"cannot pool runs of {rs[0]['task']}/{rs[0]['variant']}/{rs[0]['mode']}/"
-                             f"{rs[0]['latency']}: their seeds overlap")
-        p = dict(rs[0])
-        n = sum(r["episodes"] for r in rs)
-        k = sum(r["successes"] for r in rs)
-        p.update({"episodes": n, "successes": k, "success_rate": k / n, "ci95": wilson_ci(k, n),
-                  "pooled_from": len(rs)})
-        for key in _BY_EPISODE:
-            vals = [(r[key], r["episodes"]) for r in rs if r.get(key) is not None]
-            p[key] = sum(v * w for v, w in vals) / sum(w for _, w in vals) if vals else None
-        for key in ("reaction_steps", "reaction_opportunity_steps"):
-            vals = [(r[key], r["episodes"] - (r.get("reaction_censored") or 0)) for r in rs if r.get(key) is not None]
-            p[key] = sum(v * w for v, w in vals) / sum(w for _, w in vals) if vals and sum(w for _, w in vals) else None
-        if any(r.get("reaction_censored") is not None for r in rs):
-            p["reaction_censored"] = sum(r.get("reaction_censored") or 0 for r in rs)
-        for key in _PER_EPISODE:
-            if all(key in r for r in rs):
-                p[key] = [v for r in rs for v in r[key]]
-        out.append(p)
-    return out
 
 
 def _cells(runs: list[dict[str, Any]]) -> dict[tuple, dict[str, dict[float, dict[str, Any]]]]:
@@ -190,6 +145,8 @@ def main(argv: list[str] | None = None) -> None:
                     help="also write the pooled runs as one benchmark folder (results.json, results.md, plots)")
     args = ap.parse_args(argv)
     docs = [json.loads(Path(path).read_text()) for path in args.results]
+    from policy_steer.bench.results import pool_runs
+
     runs = pool_runs([r for doc in docs for r in doc["runs"]])
     if args.merge_out:
         from policy_steer.bench.plots import write_plots

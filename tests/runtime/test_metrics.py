@@ -159,7 +159,7 @@ def test_vlash_targets_reads_a_benchmark_and_flags_each_target():
 
 
 def test_runs_of_one_cell_on_disjoint_seeds_pool_into_one():
-    from policy_steer.bench.vlash_targets import pool_runs
+    from policy_steer.bench.results import pool_runs
 
     def run(seeds, successes, completion, reaction, censored):
         n = len(seeds)

@@ -110,8 +110,8 @@ def test_report_merges_consecutive_seed_ranges_of_one_grid(tmp_path):
 
     import pytest
 
-    from policy_steer.bench.results import wilson_ci
-    from policy_steer.steering.taco.report import main, merge_runs
+    from policy_steer.bench.results import pool_runs, wilson_ci
+    from policy_steer.steering.taco.report import main
 
     def run(m, verifier, seeds, wins, p50):
         k = sum(wins)
@@ -123,13 +123,13 @@ def test_report_merges_consecutive_seed_ranges_of_one_grid(tmp_path):
 
     a = [run(1, "cfn", [0, 1], [True, False], 10.0), run(16, "cfn", [0, 1], [True, True], 30.0)]
     b = [run(1, "cfn", [2, 3, 4, 5], [False, False, False, True], 13.0), run(16, "cfn", [2, 3, 4, 5], [True] * 4, 30.0)]
-    merged = merge_runs([a, b])
+    merged = pool_runs(a + b)
     m1 = merged[0]
     assert (m1["episodes"], m1["successes"], m1["seeds"]) == (6, 2, [0, 1, 2, 3, 4, 5])
     assert m1["ci95"] == wilson_ci(2, 6) and m1["failures"] == {"timeout": 4}
     assert m1["chunk_latency_ms"]["p50"] == pytest.approx((2 * 10 + 4 * 13) / 6)
     with pytest.raises(ValueError, match="same seed"):
-        merge_runs([a, a])
+        pool_runs(a + a)
     for name, runs in (("a", a), ("b", b)):
         (tmp_path / name).mkdir()
         (tmp_path / name / "results.json").write_text(json.dumps({"meta": {"command": name}, "runs": runs}))

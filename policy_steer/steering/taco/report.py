@@ -5,7 +5,7 @@
 
 Several results.json files of the same grid run on consecutive seed ranges (``--seed_start 1000
 --episodes 50``, then ``--seed_start 1050 --episodes 50``) are merged cell by cell first (see
-:func:`merge_runs`); ``--merged-out`` writes the merged results.json / results.md / plots there.
+:func:`policy_steer.bench.results.pool_runs`); ``--merged-out`` writes the merged results.json / results.md / plots there.
 
 Reads the ``runs`` of a ``policy-steer bench ... --steer none,taco --candidates 1,...`` run and, per
 (task, variant, policy), prints:
@@ -45,75 +45,11 @@ def _above(a: dict | None, b: dict | None, points: float = 0.0) -> bool | None:
     return a["success_rate"] - b["success_rate"] >= points and a["ci95"][0] > b["ci95"][1]
 
 
-_CELL_IDENTITY = ("task", "variant", "policy", "steer", "mode", "latency", "candidates", "verifier")
-
-
-def merge_runs(run_lists: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    """Cells of the same grid run on disjoint seed ranges, merged: successes and seeds add up and the
-    Wilson interval is recomputed; per-episode means (steps, stall, ...) and the chunk-latency
-    percentiles are episode-weighted means of the parts (the percentiles therefore approximate: the
-    per-chunk latencies are not kept in results.json). A seed that appears twice is an error."""
-    from policy_steer.bench.results import wilson_ci
-
-    if len(run_lists) == 1:
-        return run_lists[0]
-    merged: dict[tuple, dict[str, Any]] = {}
-    order: list[tuple] = []
-    for runs in run_lists:
-        for r in runs:
-            key = tuple(str(r.get(k)) for k in _CELL_IDENTITY)
-            if key not in merged:
-                merged[key] = {**r, "_parts": [r]}
-                order.append(key)
-                continue
-            m = merged[key]
-            if set(m["seeds"]) & set(r["seeds"]):
-                raise ValueError(f"cell {dict(zip(_CELL_IDENTITY, key))}: the same seed in two results files")
-            m["_parts"].append(r)
-    out = []
-    for key in order:
-        m = merged[key]
-        parts = m.pop("_parts")
-        if len(parts) == 1:
-            out.append(m)
-            continue
-        n = sum(p["episodes"] for p in parts)
-        k = sum(p["successes"] for p in parts)
-
-        def wmean(get):
-            vals = [(get(p), p["episodes"]) for p in parts if get(p) is not None]
-            return None if not vals else sum(v * w for v, w in vals) / sum(w for _, w in vals)
-
-        pairs = sorted(zip([s for p in parts for s in p["seeds"]], [e for p in parts for e in p["per_episode_success"]]))
-        m.update({
-            "episodes": n, "successes": k, "success_rate": k / n, "ci95": wilson_ci(k, n),
-            "seeds": [s for s, _ in pairs], "per_episode_success": [e for _, e in pairs],
-            "chunk_latency_ms": {q: wmean(lambda p, q=q: (p.get("chunk_latency_ms") or {}).get(q))
-                                 for q in ("p50", "p95", "mean")},
-            "merged_from": len(parts),
-        })
-        for f in ("mean_episode_steps", "mean_completion_steps", "mean_stall_steps", "seam_jump",
-                  "state_estimate_error", "reaction_steps"):
-            if f in m:
-                m[f] = wmean(lambda p, f=f: p.get(f))
-        fails: dict[str, int] = {}
-        for p in parts:
-            for f, c in (p.get("failures") or {}).items():
-                fails[f] = fails.get(f, 0) + c
-        m["failures"] = fails
-        figs = {f for p in parts for f in (p.get("steer_figures") or {})}
-        m["steer_figures"] = {f: wmean(lambda p, f=f: (p.get("steer_figures") or {}).get(f)) for f in figs}
-        m.pop("vs_unsteered", None)
-        out.append(m)
-    return out
-
-
 def plot_taco(runs: list[dict[str, Any]], path: Path) -> Path | None:
     """Success (95% intervals) and chunk latency / M=1 against M: one column per (task, variant), one
     line per verifier; M = 1 (no choice to make) is drawn for every verifier that ran it."""
-    import matplotlib
+    from policy_steer.bench.plots import save_figure  # first: it selects the Agg backend
 
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
 
@@ -151,10 +87,7 @@ def plot_taco(runs: list[dict[str, Any]], path: Path) -> Path | None:
             ax.set_xlabel("candidates M")
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def summarize(runs: list[dict[str, Any]], target_m: int = 16) -> tuple[str, list[dict[str, Any]]]:
@@ -242,7 +175,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     paths = [Path(p) for p in args.results]
     datas = [json.loads(p.read_text()) for p in paths]
-    runs = merge_runs([d["runs"] for d in datas])
+    from policy_steer.bench.results import pool_runs
+
+    runs = pool_runs([r for d in datas for r in d["runs"]])
     commands = [d.get("meta", {}).get("command") or "" for d in datas]
     folder = paths[0].parent
     if args.merged_out:
