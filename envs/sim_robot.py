@@ -48,6 +48,7 @@ from typing import Any
 import numpy as np
 
 from policy_steer.errors import ConfigError, PolicySteerError
+from policy_steer.policies.observation import camera_env_kwargs
 from policy_steer.runtime.chunk_source import ClientChunkSource
 from policy_steer.runtime.planner import MODES, hold_action
 from policy_steer.runtime.realtime import RealtimeChunk, RealtimeConfig, RealtimeLoop, RealtimeResult, RealtimeStep
@@ -180,13 +181,6 @@ class GuardedSimRobot:
         self.last_executed, self.last_intervention = executed, why
         if not self.dry_run:
             self.sim.act(executed)
-
-
-def _env_kwargs_for(welcome_obs: dict[str, Any]) -> dict[str, Any]:
-    """Cameras and image size the server's policy asks for (``observation.images.<camera>`` keys)."""
-    from policy_steer.policies.observation import camera_env_kwargs
-
-    return camera_env_kwargs(welcome_obs)
 
 
 def check_fit(env, spec) -> None:
@@ -372,7 +366,7 @@ class SimRobotProcess:
                 welcome = self.client.connect()
             except TransportError as e:
                 raise PolicySteerError(f"cannot reach the policy server at {cfg.server}: {e}") from None
-            cameras = _env_kwargs_for(welcome.spec.observation)
+            cameras = camera_env_kwargs(welcome.spec.observation)
             if cameras:  # the policy reads images: render the cameras it asks for
                 env = envs.make(cfg.task, cfg.variant, **env_kwargs, **cameras)
             check_fit(env, welcome.spec)

@@ -155,9 +155,6 @@ class _InFlight:
     record: ChunkRecord
 
 
-REACTION_DEPARTURE = RuntimeConfig.reaction_departure  # the default threshold (metres)
-
-
 def run_episode(env, policy, cfg: RuntimeConfig, seed: int, record_steps: bool = False,
                 reaction: bool = True) -> EpisodeResult:
     """Run one seeded episode of ``env`` (a TaskEnv) under ``policy`` (a SteeredPolicy).

@@ -5,7 +5,7 @@ sample here) with an Arrow ``select``, and every select deep-copies the dataset'
 For our small state-only datasets that copy is about 75% of a training step on this CPU (measured:
 7.9 ms per sample, 0.34 s of data time against 0.08 s of update per batch of 64). The cache reads each
 numeric column once into a tensor and answers the same queries by indexing it; the result is the same
-``torch.stack`` of the same rows (checked in tests/training/test_column_cache.py). Image and video keys
+``torch.stack`` of the same rows (checked in tests/training/test_reference.py). Image and video keys
 go through lerobot's own path unchanged.
 """
 

@@ -104,13 +104,13 @@ def train_reference(cfg: Config) -> Path:
         raise ConfigError(f"{out} already holds a checkpoint; pass --overwrite true to replace it")
 
     dataset = ensure_dataset(cfg)
-    # the demonstrations recorded (before any offset copies): what --episodes reproduces
-    recorded_episodes = LeRobotDatasetMetadata(repo_id=f"local/{dataset.name}", root=dataset).total_episodes
+    meta = LeRobotDatasetMetadata(repo_id=f"local/{dataset.name}", root=dataset)
+    recorded_episodes = meta.total_episodes  # the demonstrations (before any offset copies): what --episodes reproduces
     if cfg.future_state_offsets:
         from policy_steer.training.offsets import make_offset_dataset
 
         dataset = make_offset_dataset(dataset, cfg.future_state_offsets, seed=cfg.seed)
-    meta = LeRobotDatasetMetadata(repo_id=f"local/{dataset.name}", root=dataset)
+        meta = LeRobotDatasetMetadata(repo_id=f"local/{dataset.name}", root=dataset)
     env = make(cfg.task)
     u = env.unwrapped
     instructions = set(meta.tasks.index) if meta.tasks is not None else set()

@@ -62,7 +62,6 @@ class OfflineConfig:
     detour: bool = False
     detour_clearance: float = 0.05  # the via point's distance from the block's side face
     detour_tolerance: float = 0.04  # how close the tip must get to it before the approach stage
-    detour_tolerance: float = 0.04
     pregrasp_height: float = 0.07  # ee above the cube centre before descending
     carry_height: float = 0.12  # ee above the table top when over the target
     # pick-place: an obstacle on the carry path taller than that is passed over: the carry goal is
