@@ -14,7 +14,9 @@ from policy_steer.steering.registry import methods_of
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 # Options every steering builder may read (not axes: the same in every cell).
-_OPTIONS = ("verifier_path", "fixed_noise", "reward_backend", "guidance_scale")
+_OPTIONS = (
+    "verifier_path", "fixed_noise", "reward_backend", "guidance_scale", "rtc_max_weight", "rtc_soft_mask", "rtc_soft_rows",
+)
 
 
 @dataclass(frozen=True)

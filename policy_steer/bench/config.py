@@ -39,6 +39,10 @@ class BenchConfig:
     gradient: StrList = field(default_factory=lambda: StrList(["on"]))  # reward-gradient guidance on/off
     reward_backend: str = "offline"
     guidance_scale: float | None = None
+    # RTC prefix inpainting options (steer rtc / rtc-cheap; see policy_steer/steering/inpainting.py)
+    rtc_max_weight: float = 5.0  # beta, the clip of the guidance weight
+    rtc_soft_mask: str = "exp"  # weights of the uncommitted overlap: exp, linear, ones, hard
+    rtc_soft_rows: int | None = None  # how many uncommitted prefix rows get soft weights (None: all)
     # output
     plots: bool = True
     quiet: bool = False

@@ -48,6 +48,9 @@ def run_entry(cell: Cell, episodes: list[dict[str, Any]]) -> dict[str, Any]:
         settings = cell.settings_dict  # VLS options recorded with the axes (issue 5: reward_backend per run)
         entry["reward_backend"] = settings.get("reward_backend") or "offline"
         entry["guidance_scale"] = settings.get("guidance_scale")
+    if {"rtc", "rtc-cheap"} & {m.strip() for m in cell.steer.split("+")}:
+        settings = cell.settings_dict  # the inpainting options decide the seam, so each run names them
+        entry.update({k: settings.get(k) for k in ("rtc_max_weight", "rtc_soft_mask", "rtc_soft_rows")})
     entry.update({
         "latency_steps": latency_steps(cell.latency),
         "episodes": n,

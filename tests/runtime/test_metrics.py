@@ -156,6 +156,18 @@ def test_vlash_targets_reads_a_benchmark_and_flags_each_target():
     _, (row,) = targets(runs, 4)
     assert not any(row[k]["met"] for k in ("success", "completion", "seam_jump", "reaction"))
     assert "push / moving-goal / p" in md
+    # a vlash cell run with rtc is compared with the unsteered sync/async cells (none ran with rtc)
+    steered = dict(run("vlash", 4, 1.0, 62, 4, 0.004, 5), steer="rtc")
+    md, rows = targets(runs + [steered], 4)
+    by_steer = {r["steer"]: r for r in rows}
+    assert set(by_steer) == {"none", "rtc"}
+    assert by_steer["rtc"]["seam_jump"]["async"] == 0.012 and by_steer["rtc"]["seam_jump"]["met"]
+    assert by_steer["rtc"]["completion"]["ideal"] == 60 and not by_steer["none"]["seam_jump"]["met"]
+    assert "push / moving-goal / p / rtc" in md
+    # the reaction floor: d + 1 + (reaction - first chance)
+    runs[-1] = dict(run("vlash", 4, 1.0, 64, 4, 0.005, 9), reaction_opportunity_steps=6)
+    _, (row,) = targets(runs, 4)
+    assert row["reaction"]["best_reachable"] == 4 + 1 + 3 and row["reaction"]["best_reachable_ratio"] == 8 / 15
 
 
 def test_runs_of_one_cell_on_disjoint_seeds_pool_into_one():
@@ -175,3 +187,18 @@ def test_runs_of_one_cell_on_disjoint_seeds_pool_into_one():
     assert p["reaction_censored"] == 2 and len(p["per_episode_success"]) == 6
     with pytest.raises(ValueError, match="overlap"):
         pool_runs([run([0, 1], 1, 100.0, 10.0, 0), run([1, 2], 1, 100.0, 10.0, 0)])
+
+
+def test_bench_rtc_options_reach_the_strategy_and_the_runs_entry(push_policy):
+    from policy_steer.bench.cells import expand_cells
+    from policy_steer.steering.registry import build_steering
+
+    cfg = BenchConfig(steer=["none", "rtc"], mode=["vlash"], latency=["4"], rtc_soft_mask="ones", rtc_max_weight=2.0)
+    none, rtc = expand_cells(cfg)
+    (strategy,) = build_steering(push_policy, rtc.steer, rtc.settings_dict).strategies
+    assert (strategy.config.soft_mask, strategy.config.max_weight) == ("ones", 2.0)
+    eps = [{"seed": 0, "success": True, "failure": None, "steps": 10, "stall_steps": 4, "seam_jump": 0.002,
+            "state_estimate_error": 0.0, "reaction_steps": None, "chunk_latency_ms": [10.0]}]
+    entry = run_entry(rtc, eps)
+    assert (entry["rtc_soft_mask"], entry["rtc_max_weight"], entry["rtc_soft_rows"]) == ("ones", 2.0, None)
+    assert "rtc_soft_mask" not in run_entry(none, eps)
