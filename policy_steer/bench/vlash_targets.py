@@ -12,7 +12,7 @@ strategy where those ran, else with the unsteered ones):
 - success: ``vlash`` within 5 points of ``sync`` (and the paired difference on the same seeds);
 - completion: ``vlash`` within 10% of the stall-free ideal, ``sync``'s completion minus its stall steps.
   That ideal is biased low wherever ``sync`` times out (a censored episode loses its remaining
-  steps, and a third of them are stalls), so two fairer references are shown next to it: the
+  steps, d / (K + d) of them stalls), so two fairer references are shown next to it: the
   completion at d = 0 (no delay at all; the same episodes in every mode) and, on the seeds where
   both succeed, ``sync``'s own stall-free steps against ``vlash``'s steps (paired);
 - seam jump: ``vlash`` at most half of ``async``'s; next to it the seam jump at d = 0 (the policy's
