@@ -18,7 +18,7 @@ strategy where those ran, else with the unsteered ones):
 - seam jump: ``vlash`` at most half of ``async``'s; next to it the seam jump at d = 0 (the policy's
   own chunk-to-chunk jump, a floor no mode can go below) and the within-chunk jump;
 - reaction (moving-goal): ``vlash`` at most a third of ``sync``'s; next to it the first step a
-  reaction is possible (the structure of the loop, whatever the policy does), censored episodes, and the
+  reaction is possible (the structure of the loop, whatever the policy does), censored episodes, and about the
   best any loop could reach at this delay: a chunk asked on the step after the jump starts d + 1 steps
   later, plus the arm's own response time (``vlash``'s reaction minus its first chance).
 """
