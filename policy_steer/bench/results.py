@@ -44,12 +44,11 @@ def run_entry(cell: Cell, episodes: list[dict[str, Any]]) -> dict[str, Any]:
     k = sum(bool(e["success"]) for e in episodes)
     lat = [x for e in episodes for x in e["chunk_latency_ms"]]
     entry = cell.describe()
-    if "vls" in (m.strip() for m in cell.steer.split("+")):
-        settings = cell.settings_dict  # VLS options recorded with the axes (issue 5: reward_backend per run)
+    methods, settings = {m.strip() for m in cell.steer.split("+")}, cell.settings_dict
+    if "vls" in methods:  # VLS options recorded with the axes (issue 5: reward_backend per run)
         entry["reward_backend"] = settings.get("reward_backend") or "offline"
         entry["guidance_scale"] = settings.get("guidance_scale")
-    if {"rtc", "rtc-cheap"} & {m.strip() for m in cell.steer.split("+")}:
-        settings = cell.settings_dict  # the inpainting options decide the seam, so each run names them
+    if methods & {"rtc", "rtc-cheap"}:  # the inpainting options decide the seam, so each run names them
         entry.update({k: settings.get(k) for k in ("rtc_max_weight", "rtc_soft_mask", "rtc_soft_rows")})
     entry.update({
         "latency_steps": latency_steps(cell.latency),
@@ -231,6 +230,24 @@ def write_results(out: Path, runs: list[dict[str, Any]], meta: dict[str, Any]) -
     md = f"# policy-steer benchmark\n\n{meta.get('command', '')}\n\n" + markdown_table(runs)
     md_path.write_text(md)
     return json_path, md_path
+
+
+def merge_benchmarks(paths: list[Path], out: Path | None = None) -> tuple[list[dict[str, Any]], list[str]]:
+    """The runs of several results.json, pooled cell by cell (:func:`pool_runs`), and their commands.
+
+    With ``out``, the pooled runs are also written there as one benchmark folder (results.json,
+    results.md and the plots), its meta naming every command and source file."""
+    docs = [json.loads(Path(p).read_text()) for p in paths]
+    runs = pool_runs([r for d in docs for r in d["runs"]])
+    commands = [d.get("meta", {}).get("command") or "" for d in docs]
+    if out is not None:
+        from policy_steer.bench.plots import write_plots  # plots need matplotlib; reading results does not
+
+        meta = {"command": "\n\n".join(commands), "merged_from": [str(p) for p in paths],
+                "wall_s": sum(d.get("meta", {}).get("wall_s", 0.0) for d in docs)}
+        write_results(Path(out), runs, meta)
+        write_plots(runs, Path(out))
+    return runs, commands
 
 
 def _jsonable(v: Any) -> Any:

@@ -172,18 +172,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--merge-out", default=None,
                     help="also write the pooled runs as one benchmark folder (results.json, results.md, plots)")
     args = ap.parse_args(argv)
-    docs = [json.loads(Path(path).read_text()) for path in args.results]
-    from policy_steer.bench.results import pool_runs
+    from policy_steer.bench.results import merge_benchmarks
 
-    runs = pool_runs([r for doc in docs for r in doc["runs"]])
-    if args.merge_out:
-        from policy_steer.bench.plots import write_plots
-        from policy_steer.bench.results import write_results
-
-        meta = {"command": "\n\n".join(d["meta"].get("command", "") for d in docs),
-                "merged_from": [str(p) for p in args.results], "wall_s": sum(d["meta"].get("wall_s", 0.0) for d in docs)}
-        write_results(Path(args.merge_out), runs, meta)
-        write_plots(runs, Path(args.merge_out))
+    runs, _ = merge_benchmarks([Path(p) for p in args.results], Path(args.merge_out) if args.merge_out else None)
     md, rows = targets(runs, args.latency)
     if args.out:
         Path(args.out).write_text(md)

@@ -45,6 +45,17 @@ def _above(a: dict | None, b: dict | None, points: float = 0.0) -> bool | None:
     return a["success_rate"] - b["success_rate"] >= points and a["ci95"][0] > b["ci95"][1]
 
 
+def _by_m_and_verifier(taco: list[dict[str, Any]]) -> dict[tuple[int, str], dict[str, Any]]:
+    """{(M, verifier): run} of one (task, variant, ...) group. M = 1 has nothing to choose: one M = 1
+    run (cfn's, else any verifier's) stands for every verifier that has none of its own."""
+    cell = {(int(r["candidates"]), r["verifier"]): r for r in taco}
+    m1 = cell.get((1, "cfn")) or next((r for r in taco if int(r["candidates"]) == 1), None)
+    if m1 is not None:
+        for v in {r["verifier"] for r in taco}:
+            cell.setdefault((1, v), m1)
+    return cell
+
+
 def plot_taco(runs: list[dict[str, Any]], path: Path) -> Path | None:
     """Success (95% intervals) and chunk latency / M=1 against M: one column per (task, variant), one
     line per verifier; M = 1 (no choice to make) is drawn for every verifier that ran it."""
@@ -60,20 +71,14 @@ def plot_taco(runs: list[dict[str, Any]], path: Path) -> Path | None:
     fig, axes = plt.subplots(2, len(groups), figsize=(4.2 * len(groups), 6.4), squeeze=False)
     for j, key in enumerate(groups):
         rs = [r for r in taco if _key(r) == key]
-        ones = [r for r in rs if int(r["candidates"]) == 1]
-        m1 = next((r for r in ones if r["verifier"] == "cfn"), ones[0] if ones else None)
-        base = {r["verifier"]: r for r in ones}
+        cell = _by_m_and_verifier(rs)
         for i, v in enumerate(sorted({r["verifier"] for r in rs})):
-            line = [r for r in rs if r["verifier"] == v]
-            if v not in base and m1 is not None:  # M = 1 chooses nothing: the shared M = 1 run
-                base[v] = m1
-                line.append(m1)
-            line = sorted(line, key=lambda r: int(r["candidates"]))
+            line = [cell[mv] for mv in sorted(mv for mv in cell if mv[1] == v)]
             xs = np.array([int(r["candidates"]) for r in line], dtype=float) * (1 + 0.03 * (i - 1))
             ys = [r["success_rate"] for r in line]
             err = np.array([[r["success_rate"] - r["ci95"][0], r["ci95"][1] - r["success_rate"]] for r in line]).T
             axes[0, j].errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=v)
-            b = (base.get(v) or {}).get("chunk_latency_ms", {}).get("p50")
+            b = (cell.get((1, v)) or {}).get("chunk_latency_ms", {}).get("p50")
             lat = [(r.get("chunk_latency_ms") or {}).get("p50") for r in line]
             if b:
                 axes[1, j].plot([int(r["candidates"]) for r in line], [x / b if x else np.nan for x in lat], marker="o", label=v)
@@ -103,12 +108,7 @@ def summarize(runs: list[dict[str, Any]], target_m: int = 16) -> tuple[str, list
         taco = [r for r in rs if r["steer"] == "taco"]
         ms = sorted({int(r["candidates"]) for r in taco})
         verifiers = sorted({r["verifier"] for r in taco})
-        cell = {(int(r["candidates"]), r["verifier"]): r for r in taco}
-        # M = 1 has nothing to choose: one M = 1 run (any verifier) is the reference for every verifier
-        m1 = cell.get((1, "cfn")) or next((r for r in taco if int(r["candidates"]) == 1), None)
-        if m1 is not None:
-            for v in verifiers:
-                cell.setdefault((1, v), m1)
+        cell = _by_m_and_verifier(taco)
         lines.append(f"\n### {task} / {variant} ({policy}, {mode}, latency {lat}; {rs[0]['episodes']} episodes per cell)\n")
         lines.append("| M | " + " | ".join(f"{v} success" for v in verifiers) + " | " +
                      " | ".join(f"{v} latency / M=1" for v in verifiers) + " |")
@@ -173,20 +173,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--merged-out", default=None, help="folder for the merged results.json/results.md/plots")
     ap.add_argument("--target-m", type=int, default=16)
     args = ap.parse_args(argv)
+    from policy_steer.bench.results import merge_benchmarks
+
     paths = [Path(p) for p in args.results]
-    datas = [json.loads(p.read_text()) for p in paths]
-    from policy_steer.bench.results import pool_runs
-
-    runs = pool_runs([r for d in datas for r in d["runs"]])
-    commands = [d.get("meta", {}).get("command") or "" for d in datas]
-    folder = paths[0].parent
-    if args.merged_out:
-        from policy_steer.bench.plots import write_plots
-        from policy_steer.bench.results import write_results
-
-        folder = Path(args.merged_out)
-        write_results(folder, runs, {"command": " ; ".join(commands), "merged_from": [str(p) for p in paths]})
-        write_plots(runs, folder)
+    folder = Path(args.merged_out) if args.merged_out else paths[0].parent
+    runs, commands = merge_benchmarks(paths, folder if args.merged_out else None)
     md, verdicts = summarize(runs, args.target_m)
     out = Path(args.out) if args.out else folder / "taco.md"
     out.parent.mkdir(parents=True, exist_ok=True)

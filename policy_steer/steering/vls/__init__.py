@@ -16,7 +16,7 @@ Importing this package registers the steering method ``vls`` with the benchmark 
 (B), ``fk`` (on/off) and ``gradient`` (on/off), and the options ``reward_backend`` (offline,
 transformers, openai) and ``guidance_scale`` (lambda_max; None: the family's default). More options,
 read when present in the settings: ``vls_through`` (denoiser | x0_hat), ``vls_normalize``
-(raw (default) | unit), ``vls_cap`` (max RMS of a step's shift; default 1 for raw, none for unit), ``vls_schedule`` (sigmoid | linear | constant), ``vls_potential`` (max | difference |
+(raw (default) | unit), ``vls_cap`` (max RMS of a step's shift; default 3 for raw, none for unit), ``vls_schedule`` (sigmoid | linear | constant), ``vls_potential`` (max | difference |
 sum), ``vls_fk_lambda``, ``vls_fk_start`` (denoising progress from which FK potentials count; 0.5),
 ``vls_repulsion`` (scale, 0 = off).
 
