@@ -29,7 +29,8 @@ from typing import Any, ClassVar
 import gymnasium as gym
 import numpy as np
 
-from policy_steer.envs.scene import Scene
+from policy_steer.scene import Scene
+from policy_steer.types import EpisodeContext, RobotDescription
 
 VARIANTS: tuple[str, ...] = ("nominal", "obstacle", "shifted-surface", "clutter", "moving-goal")
 ROBOT_SLICES: tuple[str, ...] = ("ee_pos", "gripper", "joint_pos")
@@ -62,6 +63,13 @@ class TaskEnv(gym.Env):
     @abstractmethod
     def scene(self) -> Scene:
         """The scene now: objects, keypoints, table height, workspace, end effector."""
+
+    def episode_context(self, seed: int | None = None) -> EpisodeContext:
+        """The episode context read from the simulator now (ground truth), as a robot host sends it."""
+        return EpisodeContext(
+            instruction=self.instruction, scene=self.scene(), robot=RobotDescription.from_env(self),
+            task=self.task, variant=self.variant, seed=seed,
+        )
 
     @abstractmethod
     def success(self) -> bool:

@@ -32,7 +32,7 @@ from policy_steer.envs.arm import ARM_JOINTS, EE_SITE, FINGER_TRAVEL, GAINS, End
 from policy_steer.envs.base import ROBOT_SLICES, VARIANTS, TaskEnv
 from policy_steer.envs.controller import ArmIK
 from policy_steer.envs.rendering import CameraRenderer
-from policy_steer.envs.scene import Scene, SceneObject
+from policy_steer.scene import Scene, SceneObject
 from policy_steer.envs.variants import SHIFTS, ring_positions, surface_offset
 from policy_steer.envs.world import CAMERAS, PHYSICS_DT, TABLE_CENTER, TABLE_HALF, distractor_half_height, world_xml
 from policy_steer.errors import ConfigError

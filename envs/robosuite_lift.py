@@ -108,7 +108,7 @@ from robosuite.models.tasks import ManipulationTask  # noqa: E402
 from robosuite.utils.mjcf_utils import CustomMaterial  # noqa: E402
 
 from policy_steer.envs.base import ROBOT_SLICES, VARIANTS, TaskEnv  # noqa: E402
-from policy_steer.envs.scene import Scene, SceneObject  # noqa: E402
+from policy_steer.scene import Scene, SceneObject  # noqa: E402
 from policy_steer.envs.variants import SHIFTS, ring_positions, surface_offset  # noqa: E402
 from policy_steer.errors import ConfigError  # noqa: E402
 

@@ -24,7 +24,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from policy_steer.errors import ConfigError
+from policy_steer.errors import STEER_UNSUPPORTED, ConfigError, SteeringRefused
 
 
 class Plan(ABC):
@@ -74,7 +74,7 @@ class Schedule(ABC):
         if method == "auto":
             method = self.default_method
         if method not in self.methods:
-            raise ConfigError(f"sampler method {method!r} does not apply to a {self.family} policy; use one of {self.methods}")
+            raise SteeringRefused(STEER_UNSUPPORTED, f"sampler method {method!r} does not apply to a {self.family} policy; use one of {self.methods}")
         num_steps = self.default_steps if num_steps is None else int(num_steps)
         if num_steps < 1:
             raise ConfigError(f"num_steps must be >= 1, got {num_steps}")

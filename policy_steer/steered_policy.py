@@ -8,11 +8,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from policy_steer.errors import ValidationError
+from policy_steer.errors import CONTEXT_MISMATCH, CONTEXT_REQUIRED, ConfigError, SteeringRefused, ValidationError
 from policy_steer.policies.base import DenoisingPolicy
 from policy_steer.sampler import Sampler, SamplerConfig
 from policy_steer.steering.base import Strategy
-from policy_steer.types import STEP, TASK, Chunk, Observation
+from policy_steer.types import OBS_STATE, STEP, TASK, Chunk, EpisodeContext, Observation
 
 
 class SteeredPolicy:
@@ -21,6 +21,11 @@ class SteeredPolicy:
     The observation is prepared once, expanded to as many candidates as the strategies ask for (the
     largest ``candidates``), sampled with fresh noise from this object's generator (``seed`` makes a
     run reproducible), and the winning candidate is returned in policy output units.
+
+    Episodes: ``start_episode(context, seed)`` checks that every strategy can act with the episode's
+    context (:class:`~policy_steer.errors.SteeringRefused` otherwise, and nothing changes), clears the
+    history, reseeds and tells the strategies; ``update_context(context)`` hands them the scene as it
+    is now. Every chunk's ``info["strategies"]`` maps each strategy to whether it acted on the chunk.
     """
 
     def __init__(
@@ -41,6 +46,7 @@ class SteeredPolicy:
         self.method = "none"
         self.method_settings: dict[str, Any] = {}
         self._default = ("none", {})
+        self.context: EpisodeContext | None = None  # the current episode's (None: no episode started)
 
     @classmethod
     def from_method(
@@ -82,17 +88,33 @@ class SteeredPolicy:
                 else:
                     settings[key] = value
             setup = build_steering(self.policy, method, settings)
-            self.strategies = setup.strategies
-            self.sampler = Sampler(self.policy, setup.sampler or self.sampler_config)
+            sampler = Sampler(self.policy, setup.sampler or self.sampler_config)
+            if self.context is not None:  # mid-episode: the new strategies must be able to act in it
+                self._check(setup.strategies, self.context)
+                for s in setup.strategies:
+                    s.reset_episode(self.context)
+            self.strategies, self.sampler = setup.strategies, sampler
             self.method, self.method_settings = method, settings
         self.task = task
         return {"method": self.method, **self.method_settings}
 
     def export_session_state(self) -> Any:
-        return self.policy.export_session_state()
+        """Everything per episode (history, noise stream, context, strategies' state), so one policy
+        can interleave several robots' episodes (the server swaps it per session)."""
+        return {
+            "policy": self.policy.export_session_state(),
+            "generator": self.generator.get_state(),
+            "context": self.context,
+            "strategies": [s.export_episode_state() for s in self.strategies],
+        }
 
     def import_session_state(self, state: Any) -> None:
-        self.policy.import_session_state(state)
+        self.policy.import_session_state(state["policy"])
+        self.generator.set_state(state["generator"])
+        self.context = state["context"]
+        saved = state["strategies"]
+        for s, st in zip(self.strategies, saved if len(saved) == len(self.strategies) else [None] * len(self.strategies)):
+            s.import_episode_state(st)
 
     @property
     def spec(self):
@@ -102,17 +124,67 @@ class SteeredPolicy:
     def candidates(self) -> int:
         return max([s.candidates for s in self.strategies], default=1)
 
-    def reset(self, seed: int | None = None, episode: dict[str, Any] | None = None) -> None:
-        """Start an episode: clear the policy's history, reseed if asked, tell the strategies.
+    @property
+    def wants_prefix(self) -> bool:
+        """Whether a strategy reads the previous plan (the runtime then sends it)."""
+        return any(s.wants_prefix for s in self.strategies)
 
-        ``episode`` carries what strategies may need to know about the episode (``task``, ``variant``,
-        ``instruction``, ``scene``, ``robot``); it is passed to each strategy's ``reset_episode``.
-        """
-        self.policy.reset()
-        if seed is not None:
-            self.generator.manual_seed(seed)
+    def refusals(self, context: EpisodeContext) -> list[tuple[str, str, str]]:
+        """(strategy, code, reason) for every strategy that cannot act in an episode with ``context``."""
+        out = []
+        mine = self.policy.trained_task
+        if context.task is not None and mine is not None and context.task != mine:
+            out.append(("policy", CONTEXT_MISMATCH, f"the context is for task {context.task!r}; this policy was trained on {mine!r}"))
+        if context.robot is not None and context.robot.robot_state_dim > 0:
+            st = self.policy.spec.observation.get(OBS_STATE)
+            if st is not None and context.robot.robot_state_dim > st.shape[0]:
+                out.append(("policy", CONTEXT_MISMATCH,
+                            f"the robot's state has {context.robot.robot_state_dim} robot dims; the policy's whole state has {st.shape[0]}"))
         for s in self.strategies:
-            s.reset_episode(episode or {})
+            why = s.refusal(context)
+            if why is not None:
+                out.append((s.name, CONTEXT_REQUIRED, why))
+        return out
+
+    def _check(self, strategies: list[Strategy], context: EpisodeContext) -> None:
+        saved, self.strategies = self.strategies, strategies
+        try:
+            problems = self.refusals(context)
+        finally:
+            self.strategies = saved
+        if problems:
+            who, code, why = problems[0]
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            raise SteeringRefused(code, f"{who}: {why}{more}", strategy=who)
+
+    def start_episode(self, context: EpisodeContext | None = None, seed: int | None = None) -> dict[str, Any]:
+        """Start an episode with ``context`` (None: an empty one); returns the strategies in force.
+
+        Raises SteeringRefused (and changes nothing) when a strategy cannot act with this context.
+        ``seed`` (or ``context.seed``) reseeds the noise stream.
+        """
+        context = context or EpisodeContext()
+        self._check(self.strategies, context)
+        self.policy.reset()
+        seed = context.seed if seed is None else seed
+        if seed is not None:
+            self.generator.manual_seed(int(seed))
+        self.context = context
+        for s in self.strategies:
+            s.reset_episode(context)
+        return {"method": self.method, "strategies": [s.name for s in self.strategies]}
+
+    def update_context(self, context: EpisodeContext) -> None:
+        """The episode's scene now (objects moved); the episode goes on."""
+        if self.context is None:
+            raise ConfigError("update_context before start_episode: no episode is running")
+        self.context = context
+        for s in self.strategies:
+            s.update_context(context)
+
+    def reset(self, seed: int | None = None, context: EpisodeContext | None = None) -> None:
+        """Start an episode (:meth:`start_episode`); kept for callers that only reset."""
+        self.start_episode(context, seed=seed)
 
     @torch.no_grad()
     def predict_chunk(
@@ -158,6 +230,7 @@ class SteeredPolicy:
             "candidates": n,
             "winner": result.winner,
             "steer": dict(result.info),
+            "strategies": {s.name: bool(s.acted()) for s in self.strategies},
         }
         for name, sc in result.scores.items():
             info["steer"].setdefault(name, {})["scores"] = sc

@@ -10,14 +10,23 @@ An **observation** is a plain dict with lerobot's keys:
 
 A **chunk** is float32 [H, A] actions in the policy's output units, with the control index of its
 first action and an ``info`` dict (scores, timings, which candidate won).
+
+An **episode context** (:class:`EpisodeContext`) is what a steering strategy may know about the
+episode beyond the observation: the instruction, a scene description (:class:`~policy_steer.scene.Scene`)
+and a robot description (:class:`RobotDescription`). A simulator fills it from its own state, a real
+robot from a file or a perception module; it crosses the wire (protocol v2's ``episode`` and
+``context`` messages) as plain data, like an observation.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import numpy as np
+
+from policy_steer.scene import Scene
 
 OBS_STATE = "observation.state"
 OBS_ENV_STATE = "observation.environment_state"
@@ -92,3 +101,106 @@ class Chunk:
     def end_step(self) -> int:
         """The control index just after the chunk's last action."""
         return self.start_step + self.horizon
+
+
+@dataclass(frozen=True)
+class RobotDescription:
+    """The robot's action space and state layout: what future-state estimators, safe holds and the
+    reward's trajectory map need to know.
+
+    ``rollout`` ([K, A] pending actions -> [K, S] states) exists only next to a simulator; it never
+    crosses the wire (``to_dict`` leaves it out).
+    """
+
+    action_mode: str  # "delta" or "absolute" (end-effector), "joint"
+    state_layout: dict[str, slice]
+    robot_state_dim: int
+    max_step: float | None = None  # delta mode: metres per control step
+    rollout: Callable[[np.ndarray], np.ndarray] | None = field(default=None, compare=False)
+
+    @classmethod
+    def from_env(cls, env) -> "RobotDescription":
+        """The description of a task env (``policy_steer.envs``; read duck-typed, the core imports no env)."""
+        u = env.unwrapped
+        return cls(
+            action_mode=u.action_mode,
+            state_layout=dict(u.state_layout),
+            robot_state_dim=int(u.robot_state_dim),
+            max_step=u.max_step,
+            rollout=u.rollout,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "action_mode": self.action_mode,
+            "state_layout": {k: [int(s.start or 0), int(s.stop)] for k, s in self.state_layout.items()},
+            "robot_state_dim": int(self.robot_state_dim),
+            "max_step": None if self.max_step is None else float(self.max_step),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RobotDescription":
+        from policy_steer.schema import validate
+
+        validate(d, "robot")
+        layout = {}
+        for k, (a, b) in d["state_layout"].items():
+            if b < a:
+                from policy_steer.errors import ValidationError
+
+                raise ValidationError(f"robot fails its schema at state_layout/{k}: stop {b} < start {a}")
+            layout[k] = slice(int(a), int(b))
+        ms = d.get("max_step")
+        return cls(str(d["action_mode"]), layout, int(d["robot_state_dim"]), None if ms is None else float(ms))
+
+
+@dataclass
+class EpisodeContext:
+    """What a strategy may know about the episode beyond the observation (see the module docstring).
+
+    Every field is optional: a strategy that needs one it lacks says so
+    (:meth:`policy_steer.steering.base.Strategy.refusal`), it never runs weaker in silence. ``task``
+    and ``variant`` name what the robot runs (checked against the policy's own task where both are
+    known); ``seed`` makes the episode's noise reproducible; ``stamp`` is the robot's monotonic clock
+    when the context was read. Round-trips through plain data (``to_dict`` / ``from_dict``, the
+    latter checked against ``policy_steer/schema/episode_context.schema.json``).
+    """
+
+    instruction: str | None = None
+    scene: Scene | None = None
+    robot: RobotDescription | None = None
+    task: str | None = None
+    variant: str | None = None
+    seed: int | None = None
+    stamp: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "instruction": self.instruction,
+            "task": self.task,
+            "variant": self.variant,
+            "seed": self.seed,
+            "stamp": float(self.stamp),
+            "scene": None if self.scene is None else self.scene.to_dict(),
+            "robot": None if self.robot is None else self.robot.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Any) -> "EpisodeContext":
+        """Checked against the published schema; ValidationError names the first problem."""
+        from policy_steer.schema import validate
+
+        validate(d, "context")
+        return cls(
+            instruction=d.get("instruction"),
+            scene=None if d.get("scene") is None else Scene.from_dict(d["scene"]),
+            robot=None if d.get("robot") is None else RobotDescription.from_dict(d["robot"]),
+            task=d.get("task"),
+            variant=d.get("variant"),
+            seed=d.get("seed"),
+            stamp=float(d.get("stamp", 0.0)),
+        )
+
+    def with_scene(self, scene: Scene | None, stamp: float | None = None) -> "EpisodeContext":
+        """The same episode with the scene as it is now (objects moved, a goal jumped)."""
+        return dataclasses.replace(self, scene=scene, stamp=self.stamp if stamp is None else float(stamp))

@@ -23,7 +23,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from policy_steer.envs.scene import Scene
+from policy_steer.scene import Scene
 
 ArgKind = Literal["point", "object", "number", "integer", "vec3", "choice", "bool"]
 

@@ -17,7 +17,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from policy_steer.envs.scene import Scene
+from policy_steer.scene import Scene
 from policy_steer.errors import ValidationError
 from policy_steer.vlm_rewards.errors import ProgramError
 from policy_steer.vlm_rewards.program import RewardProgram, Stage

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from policy_steer.envs.scene import Scene
+from policy_steer.scene import Scene
 from policy_steer.vlm_rewards.program import PROGRAM_VERSION
 from policy_steer.vlm_rewards.terms import registered_terms
 from policy_steer.vlm_rewards.validate import MAX_STAGES, MAX_TERMS

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
-    from policy_steer.envs.scene import Scene
+    from policy_steer.scene import Scene
 
 PROGRAM_VERSION = 1
 ExitWhen = Literal["progress", "gripper", "never"]

@@ -31,7 +31,7 @@ from typing import Any, Callable, Literal
 import numpy as np
 from torch import Tensor
 
-from policy_steer.envs.scene import Scene
+from policy_steer.scene import Scene
 from policy_steer.vlm_rewards.compile import StageReward, compile_program
 from policy_steer.vlm_rewards.program import RewardProgram, Stage
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from policy_steer.envs.scene import Scene
+from policy_steer.scene import Scene
 from policy_steer.vlm_rewards.errors import ProgramError
 from policy_steer.vlm_rewards.program import PROGRAM_VERSION, ExitCondition, RewardProgram, Stage, Term
 from policy_steer.vlm_rewards.terms import registered_terms

@@ -20,7 +20,7 @@ import mujoco
 import numpy as np
 
 from policy_steer.envs.mujoco_task import Layout, MujocoTaskEnv, quat_yaw, yaw_quat
-from policy_steer.envs.scene import SceneObject
+from policy_steer.scene import SceneObject
 from policy_steer.envs.variants import SHIFTS
 from policy_steer.envs.world import distractors_xml, obstacle_xml
 

@@ -15,7 +15,7 @@ import mujoco
 import numpy as np
 
 from policy_steer.envs.mujoco_task import Layout, MujocoTaskEnv
-from policy_steer.envs.scene import SceneObject
+from policy_steer.scene import SceneObject
 from policy_steer.envs.variants import SHIFTS
 from policy_steer.envs.world import distractors_xml, obstacle_xml
 

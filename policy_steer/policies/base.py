@@ -50,6 +50,7 @@ class DenoisingPolicy(ABC):
     spec: PolicySpec
     schedule: Schedule
     device: torch.device = torch.device("cpu")
+    trained_task: str | None = None  # the task of its training data, when the checkpoint says (policy_steer.json)
 
     # --- sizes -------------------------------------------------------------------------------------
     @property

@@ -127,6 +127,7 @@ def load_policy(path_or_repo_id: str | Path, device: str = "cpu", control_hz: fl
     name = meta.extra.get("name") or folder.name
     adapter = make_adapter(policy, pre, post, control_hz=control_hz or meta.control_hz, name=name)
     adapter.meta = meta
+    adapter.trained_task = meta.task
     adapter.path = folder
     return adapter
 

@@ -23,29 +23,7 @@ from typing import Callable
 import numpy as np
 
 from policy_steer.errors import ConfigError
-from policy_steer.types import OBS_ENV_STATE, OBS_STATE, Observation
-
-
-@dataclass(frozen=True)
-class RobotDescription:
-    """What an estimator needs to know about the robot's action space and state vector."""
-
-    action_mode: str  # "delta" or "absolute"
-    state_layout: dict[str, slice]
-    robot_state_dim: int
-    max_step: float | None = None  # delta mode: metres per control step
-    rollout: Callable[[np.ndarray], np.ndarray] | None = None  # [K, A] -> [K, S], simulator only
-
-    @classmethod
-    def from_env(cls, env) -> "RobotDescription":
-        u = env.unwrapped
-        return cls(
-            action_mode=u.action_mode,
-            state_layout=dict(u.state_layout),
-            robot_state_dim=int(u.robot_state_dim),
-            max_step=getattr(u, "max_step", None),
-            rollout=u.rollout,
-        )
+from policy_steer.types import OBS_ENV_STATE, OBS_STATE, Observation, RobotDescription  # noqa: F401 (re-exported)
 
 
 class FutureStateEstimator:

@@ -209,10 +209,8 @@ def _play(env, policy, cfg: RuntimeConfig, seed: int, record_steps: bool, suppre
     obs, info = env.reset(seed=seed)
     if suppress_jump:
         u.layout.goal_jump_step = None
-    policy.reset(seed=seed, episode={
-        "task": u.task, "variant": u.variant, "instruction": u.instruction, "scene": u.scene(), "robot": robot,
-        "scene_fn": u.scene,  # the scene now (simulation only: ground truth, for reward updates)
-    })
+    context = u.episode_context(seed)
+    policy.start_episode(context, seed=seed)
     inflight: _InFlight | None = None
     chunks: list[ChunkRecord] = []
     by_id: dict[int, ChunkRecord] = {}
@@ -252,6 +250,7 @@ def _play(env, policy, cfg: RuntimeConfig, seed: int, record_steps: bool, suppre
             d = latency.sample(rng)
             cond = {**obs, TASK: u.instruction, STEP: step, STAMP: float(step) / u.control_hz}
             req = planner.request(cond, step, d_est)
+            policy.update_context(context.with_scene(u.scene(), stamp=float(step) / u.control_hz))
             chunk = policy.predict_chunk(
                 req.obs, prefix=req.prefix, start_step=req.start_step,
                 **({"prefix_start": req.prefix_start, "prefix_committed": req.prefix_committed} if req.prefix is not None else {}),

@@ -1,6 +1,22 @@
 """The hook interface every steering strategy implements.
 
-A strategy takes part in one sampling run at four points (all optional):
+Every hook a caller may use is declared here with a default, so no caller looks one up by name.
+
+Per episode (the episode context, :class:`~policy_steer.types.EpisodeContext`, reaches a strategy
+only through these):
+
+- ``refusal(context) -> str | None``: why this strategy cannot act in an episode with this context
+  (VLS without a scene); None when it can. Checked before ``reset_episode``; a refusal is raised to
+  the caller as :class:`SteeringRefused`, never turned into a weaker run.
+- ``reset_episode(context)``: a new episode starts; ``update_context(context)``: the scene changed
+  mid-episode (a pushed block, a jumped goal).
+- ``acted() -> bool``: after a chunk, whether this strategy changed it (it may stand aside for a
+  chunk, e.g. VLS when its reward synthesis failed: the chunk's info says so).
+- ``export_episode_state()`` / ``import_episode_state(state)``: the per-episode state, so that one
+  server can interleave several robots' episodes.
+- ``wants_prefix``: the strategy reads the previous plan (RTC inpainting); the runtime sends it.
+
+In one sampling run a strategy takes part at four points (all optional):
 
 - ``begin(run)``: before the first step; may set ``run.x`` (warm start) or read ``run.prefix``.
 - ``guide(view)``: each step, before the update; may replace ``view.out`` (guidance). When
@@ -18,25 +34,57 @@ selecting strategy decides. Each writes its figures to ``run.info[self.name]``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from torch import Tensor
 
+from policy_steer.errors import (  # noqa: F401 (the refusal vocabulary belongs to this contract)
+    CONTEXT_MISMATCH,
+    CONTEXT_REQUIRED,
+    REFUSAL_CODES,
+    STEER_UNAVAILABLE,
+    STEER_UNSUPPORTED,
+    SteeringRefused,
+)
+from policy_steer.types import EpisodeContext
+
 if TYPE_CHECKING:
     from policy_steer.sampler import SamplerRun, StepView
-
 
 class Strategy:
     name: ClassVar[str] = "strategy"
     candidates: int = 1  # how many samples this strategy wants in the batch
     wants_features: bool = False  # ask the sampler for the policy's internal feature at the last step
     selects: bool = False  # its score picks the executed candidate
+    wants_prefix: bool = False  # it reads the previous plan (the runtime then sends it as the prefix)
 
     def needs_grad(self, k: int) -> bool:
         return False
 
-    def reset_episode(self, episode: dict) -> None:
-        """A new episode starts; ``episode`` may hold task, variant, instruction, scene, robot."""
+    # ---------------------------------------------------------------- episodes
+
+    def refusal(self, context: EpisodeContext) -> str | None:
+        """Why this strategy cannot act in an episode with ``context`` (None: it can)."""
+        return None
+
+    def reset_episode(self, context: EpisodeContext) -> None:
+        """A new episode starts with ``context`` (already accepted by :meth:`refusal`)."""
+
+    def update_context(self, context: EpisodeContext) -> None:
+        """The episode's context changed (the scene now); the episode goes on."""
+
+    def acted(self) -> bool:
+        """Whether this strategy changed the last chunk (False: it stood aside; its figures say why)."""
+        return True
+
+    def export_episode_state(self) -> Any:
+        """The per-episode state (None: the strategy keeps none)."""
+        return None
+
+    def import_episode_state(self, state: Any) -> None:
+        """Restore what :meth:`export_episode_state` returned."""
+
+    # ---------------------------------------------------------------- one sampling run
 
     def begin(self, run: "SamplerRun") -> None:
         pass

@@ -22,7 +22,7 @@ from policy_steer.envs.robosuite_lift import (
     TRACKING_TOLERANCE,
     LiftEnv,
 )
-from policy_steer.envs.scene import Scene
+from policy_steer.scene import Scene
 from policy_steer.envs.trajectory import ee_trajectory
 from policy_steer.envs.variants import SHIFTS
 from policy_steer.errors import ConfigError

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from policy_steer.envs import make
-from policy_steer.envs.scene import Scene
+from policy_steer.scene import Scene
 
 from .conftest import PLAIN_TASKS, expert_episode
 

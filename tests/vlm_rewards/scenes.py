@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 
-from policy_steer.envs.scene import Scene, SceneObject
+from policy_steer.scene import Scene, SceneObject
 
 SURFACE = 0.0
 WORKSPACE = ([0.2, -0.35, -0.02], [0.75, 0.35, 0.45])

@@ -135,7 +135,7 @@ def test_push_approach_ends_at_the_push_point_not_a_fixed_fraction_of_the_way():
 
 
 def _with(scene, **objects):
-    from policy_steer.envs.scene import SceneObject
+    from policy_steer.scene import SceneObject
 
     scene = dataclasses.replace(scene, objects=[o for o in scene.objects if o.name not in objects])
     for name, (kind, shape, pos, half) in objects.items():

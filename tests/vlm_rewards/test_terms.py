@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from policy_steer.envs.scene import Scene, SceneObject
+from policy_steer.scene import Scene, SceneObject
 from policy_steer.errors import ValidationError
 from policy_steer.vlm_rewards import (
     ChunkMap,

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from policy_steer.envs.scene import Scene
+from policy_steer.scene import Scene
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from policy_steer.envs.scene import Scene
+from policy_steer.scene import Scene
 from policy_steer.vlm_rewards.errors import SynthesisFailed
 from policy_steer.vlm_rewards.program import RewardProgram
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from policy_steer.envs.scene import Scene
+from policy_steer.scene import Scene
 from policy_steer.vlm_rewards.compile import compile_program
 from policy_steer.vlm_rewards.errors import ProgramError
 from policy_steer.vlm_rewards.parse import parse_json_answer

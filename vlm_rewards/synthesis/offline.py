@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from policy_steer.envs.scene import Scene, SceneObject
+from policy_steer.scene import Scene, SceneObject
 from policy_steer.vlm_rewards.compile import compile_program
 from policy_steer.vlm_rewards.errors import ProgramError
 from policy_steer.vlm_rewards.program import RewardProgram

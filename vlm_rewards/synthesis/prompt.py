@@ -13,7 +13,7 @@ from typing import Any
 
 from PIL import Image
 
-from policy_steer.envs.scene import Scene
+from policy_steer.scene import Scene
 from policy_steer.vlm_rewards.json_schema import program_schema
 from policy_steer.vlm_rewards.program import RewardProgram
 from policy_steer.vlm_rewards.synthesis.annotate import keypoint_numbers

@@ -24,6 +24,7 @@ from torch import Tensor
 from policy_steer.errors import ConfigError
 from policy_steer.steering.base import Strategy
 from policy_steer.steering.taco.verifiers import Verifier
+from policy_steer.types import EpisodeContext
 
 if TYPE_CHECKING:
     from policy_steer.sampler import SamplerRun
@@ -52,7 +53,7 @@ class TacoSelection(Strategy):
         self.wants_features = verifier.needs_features or any(v.needs_features for v in self.also_score)
         self._noise: Tensor | None = None
 
-    def reset_episode(self, episode: dict) -> None:
+    def reset_episode(self, context: EpisodeContext) -> None:
         for v in [self.verifier, *self.also_score]:
             v.reset_episode()
 

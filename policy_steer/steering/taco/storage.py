@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from policy_steer.errors import ConfigError
+from policy_steer.errors import STEER_UNAVAILABLE, ConfigError, SteeringRefused
 
 FORMAT = "policy-steer/taco-verifier"
 VERSION = 1
@@ -59,7 +59,7 @@ def read_info(folder: str | Path) -> dict:
     folder = Path(folder)
     path = folder / INFO_FILE
     if not path.is_file():
-        raise ConfigError(f"no TACO verifier in {folder} (missing {INFO_FILE})")
+        raise SteeringRefused(STEER_UNAVAILABLE, f"no TACO verifier in {folder} (missing {INFO_FILE})")
     try:
         info = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from policy_steer.errors import ConfigError, ValidationError
+from policy_steer.errors import STEER_UNAVAILABLE, ConfigError, SteeringRefused, ValidationError
 from policy_steer.steering.taco.cfn import CoinFlipNetwork
 from policy_steer.steering.taco.storage import check_policy, default_folder, read_info
 
@@ -142,11 +142,11 @@ class RandomVerifier(Verifier):
 def resolve_folder(policy: Any, path: str | Path | None) -> Path:
     folder = Path(path) if path else default_folder(policy)
     if folder is None:
-        raise ConfigError("the policy has no folder; pass verifier_path")
+        raise SteeringRefused(STEER_UNAVAILABLE, "the policy has no folder; pass verifier_path")
     if not folder.is_dir():
         hint = getattr(policy, "path", "<policy>")
-        raise ConfigError(
-            f"no TACO verifier at {folder}; fit one with: policy-steer fit-verifier --policy {hint} --dataset <LeRobotDataset folder>"
+        raise SteeringRefused(
+            STEER_UNAVAILABLE, f"no TACO verifier at {folder}; fit one with: policy-steer fit-verifier --policy {hint} --dataset <LeRobotDataset folder>"
         )
     return folder
 

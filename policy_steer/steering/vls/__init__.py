@@ -35,7 +35,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from policy_steer.errors import ConfigError
+from policy_steer.errors import STEER_UNSUPPORTED, ConfigError, SteeringRefused
 from policy_steer.policies.base import DenoisingPolicy
 from policy_steer.sampler import SamplerConfig
 from policy_steer.steering.registry import SteerMethod, SteerSetup, register
@@ -119,7 +119,7 @@ def sampler_for(policy: DenoisingPolicy, particles: int) -> SamplerConfig | None
         return None
     family = policy.schedule.family
     if family not in STOCHASTIC:
-        raise ConfigError(f"VLS has no stochastic sampler for policy family {family!r}")
+        raise SteeringRefused(STEER_UNSUPPORTED, f"VLS has no stochastic sampler for policy family {family!r}")
     return SamplerConfig(method=STOCHASTIC[family])
 
 

@@ -1,15 +1,20 @@
 """One episode's reward for VLS: synthesis at reset, stage updates each chunk, failures counted.
 
+An episode whose context lacks what VLS needs (no scene, no robot description, an action space with
+no trajectory map) is **refused** before it starts (:meth:`EpisodeReward.refusal`, the strategy's
+``refusal``): the caller gets the reason, never an unsteered run that looks steered.
+
 At :meth:`EpisodeReward.reset` (the strategy's ``reset_episode``) a new program is synthesized for
 the episode's scene through ``RewardSession.start(synthesizer, scene, image)`` (one model call per
-episode, as VLS). When that fails (the backend's answer did not validate twice, no scene was given,
-the robot's action space has no trajectory map) the episode runs **unsteered**: the reason is logged
-and counted (:attr:`EpisodeReward.stats`, and ``synthesis_failed = 1`` in every chunk's figures).
+episode, as VLS). When the synthesis fails (the backend's answer did not validate twice) the episode
+runs unsteered and says so: the reason is logged and counted (:attr:`EpisodeReward.stats`), and
+every chunk carries ``steered = 0``, ``synthesis_failed = 1`` and ``unsteered_reason``.
 
 Each chunk (:meth:`EpisodeReward.for_chunk`) first updates the session's stage from the current
-scene: ``scene_fn()`` in simulation (ground truth: pushed blocks and jumping goals move the
-keypoints), else the synthesized scene with the end effector and gripper read from the observation
-(keypoints stay as synthesized, the stage still advances). It then returns the
+scene: the scene of the latest context update when one arrived since the last chunk (a simulator
+sends its ground truth before every request: pushed blocks and jumping goals move the keypoints),
+else the last scene known with the end effector and gripper read from the observation (keypoints
+stay, the stage still advances). It then returns the
 :class:`~policy_steer.steering.vls.chunk_reward.ChunkReward` of that chunk.
 """
 
@@ -18,17 +23,16 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 
-from policy_steer.envs.scene import Scene
+from policy_steer.scene import Scene
 from policy_steer.errors import ConfigError
 from policy_steer.policies.base import DenoisingPolicy
-from policy_steer.runtime.future_state import RobotDescription
 from policy_steer.steering.vls.chunk_reward import ChunkReward, trajectory_map_for
-from policy_steer.types import OBS_IMAGES, OBS_STATE
+from policy_steer.types import OBS_IMAGES, OBS_STATE, EpisodeContext, RobotDescription
 from policy_steer.vlm_rewards import RewardSession, SwitchConfig, SynthesisConfig, make_synthesizer
 from policy_steer.vlm_rewards.synthesis.base import Synthesizer
 
@@ -67,7 +71,7 @@ class EpisodeReward:
         self.failure: str | None = None  # why the current episode runs unsteered
         self._robot: RobotDescription | None = None
         self._scene: Scene | None = None
-        self._scene_fn: Callable[[], Scene] | None = None
+        self._scene_live = False  # the scene came from a context update since the last chunk
         self._switches_seen = 0
 
     @property
@@ -78,21 +82,18 @@ class EpisodeReward:
 
     # ---------------------------------------------------------------- episodes
 
-    def reset(self, episode: dict[str, Any]) -> None:
-        """Synthesize the episode's program (``episode``: scene, robot, scene_fn, image, instruction)."""
+    def reset(self, context: EpisodeContext, image: np.ndarray | None = None) -> None:
+        """Synthesize the episode's program for ``context`` (accepted by :meth:`refusal` first)."""
         self.stats.episodes += 1
         self.session, self.failure = None, None
-        self._robot = episode.get("robot")
-        self._scene = episode.get("scene")
-        self._scene_fn = episode.get("scene_fn")
+        self._robot, self._scene, self._scene_live = context.robot, context.scene, False
         self._switches_seen = 0
-        reason = self._check(episode)
+        reason = self.refusal(context)
         if reason is None:
             scene = self._scene
-            instruction = episode.get("instruction")
-            if instruction and instruction != scene.instruction:
-                scene = dataclasses.replace(scene, instruction=str(instruction))
-            self.session = RewardSession.start(self.synthesizer, scene, episode.get("image"), cfg=self.switch)
+            if context.instruction and context.instruction != scene.instruction:
+                scene = dataclasses.replace(scene, instruction=str(context.instruction))
+            self.session = RewardSession.start(self.synthesizer, scene, image, cfg=self.switch)
             if self.session is None:
                 reasons = self.synthesizer.stats.failure_reasons
                 reason = f"synthesis failed ({self.synthesizer.name}): {reasons[-1] if reasons else 'no program'}"
@@ -104,17 +105,23 @@ class EpisodeReward:
         else:
             self.stats.steered += 1
 
-    def set_session(self, session: RewardSession, robot: RobotDescription, scene_fn: Callable[[], Scene] | None = None) -> None:
+    def update(self, context: EpisodeContext) -> None:
+        """The scene now (a context update mid-episode); used as is by the next chunk."""
+        if context.scene is not None:
+            self._scene, self._scene_live = context.scene, True
+
+    def set_session(self, session: RewardSession, robot: RobotDescription) -> None:
         """Use a ready session (a server that synthesized elsewhere, a test) instead of synthesizing."""
         self.session, self.failure = session, None
-        self._robot, self._scene, self._scene_fn = robot, session.scene, scene_fn
+        self._robot, self._scene, self._scene_live = robot, session.scene, False
         self._switches_seen = len(session.events)
 
-    def _check(self, episode: dict[str, Any]) -> str | None:
-        if not isinstance(episode.get("scene"), Scene):
-            return "no scene description for this episode"
-        robot = episode.get("robot")
-        if not isinstance(robot, RobotDescription):
+    def refusal(self, context: EpisodeContext) -> str | None:
+        """Why VLS cannot steer an episode with ``context`` (None: it can)."""
+        if context.scene is None:
+            return "no scene description for this episode (send one in the episode context)"
+        robot = context.robot
+        if robot is None:
             return "no robot description (action mode, state layout) for this episode"
         if "ee_pos" not in robot.state_layout and robot.action_mode == "delta":
             return "the robot's state has no ee_pos slice (needed by the delta trajectory map)"
@@ -123,6 +130,16 @@ class EpisodeReward:
         except ConfigError as e:
             return str(e)
         return None
+
+    def export_state(self) -> Any:
+        return (self.session, self.failure, self._robot, self._scene, self._scene_live, self._switches_seen)
+
+    def import_state(self, state: Any) -> None:
+        if state is None:
+            self.session, self.failure, self._robot, self._scene, self._scene_live, self._switches_seen = (
+                None, None, None, None, False, 0)
+        else:
+            self.session, self.failure, self._robot, self._scene, self._scene_live, self._switches_seen = state
 
     # ---------------------------------------------------------------- chunks
 
@@ -160,8 +177,9 @@ class EpisodeReward:
         return np.asarray(obs[OBS_STATE], dtype=np.float64)[self._robot.state_layout["ee_pos"]]
 
     def _current_scene(self, obs: dict[str, Any] | None, ee: np.ndarray | None) -> Scene:
-        if self._scene_fn is not None:
-            return self._scene_fn()
+        if self._scene_live:
+            self._scene_live = False
+            return self._scene
         scene = self._scene if self._scene is not None else self.session.scene
         changes: dict[str, Any] = {}
         if ee is not None:

@@ -2,8 +2,10 @@
 
 One :class:`VLSStrategy` serves a sequence of episodes:
 
+- ``refusal``: an episode without a scene or a robot description is refused (the caller is told);
 - ``reset_episode``: a new reward program for the episode (:class:`EpisodeReward`; a failed synthesis
-  leaves the episode unsteered, logged and counted);
+  leaves the episode unsteered, logged, counted and flagged in every chunk); ``update_context``: the
+  scene now, for the stage updates;
 - ``begin``: the chunk's reward (stage updated from the current scene, trajectory from the end
   effector in the observation) and fresh particle statistics;
 - ``guide`` (each step): ``lambda_k * normalised reward gradient`` (xyz only; through the denoiser or
@@ -44,6 +46,7 @@ from policy_steer.steering.vls.guidance import (
 from policy_steer.steering.vls.repulsion import RepulsionConfig, repulsion_shift, spread
 from policy_steer.steering.vls.resampling import FeynmanKac, FKConfig, FKState
 from policy_steer.steering.vls.strength import StrengthConfig
+from policy_steer.types import EpisodeContext
 from policy_steer.vlm_rewards import SwitchConfig, SynthesisConfig
 
 if TYPE_CHECKING:
@@ -85,6 +88,8 @@ class VLSStrategy(Strategy):
         self._fk_state: FKState | None = None
         self._figures: dict[str, Any] = {}
         self._num_steps = 0
+        self._overhead = 0.0
+        self._last_rewards: Tensor | None = None
 
     # ---------------------------------------------------------------- plumbing
 
@@ -94,8 +99,23 @@ class VLSStrategy(Strategy):
         d["reward_backend"] = self.config.synthesis.backend
         return d
 
-    def reset_episode(self, episode: dict) -> None:
-        self.episode.reset(episode)
+    def refusal(self, context: EpisodeContext) -> str | None:
+        return self.episode.refusal(context)
+
+    def reset_episode(self, context: EpisodeContext) -> None:
+        self.episode.reset(context)
+
+    def update_context(self, context: EpisodeContext) -> None:
+        self.episode.update(context)
+
+    def acted(self) -> bool:
+        return self._reward is not None
+
+    def export_episode_state(self) -> Any:
+        return self.episode.export_state()
+
+    def import_episode_state(self, state: Any) -> None:
+        self.episode.import_state(state)
 
     def _lambda(self, progress: float) -> float:
         return self.config.strength.at(progress) if self.config.gradient else 0.0
@@ -186,7 +206,7 @@ class VLSStrategy(Strategy):
         info = run.info.setdefault(self.name, {})
         info.update(self._figures)
         if self._reward is None:
-            info["overhead_ms"] = self._overhead * 1e3 if hasattr(self, "_overhead") else 0.0
+            info["overhead_ms"] = self._overhead * 1e3
             return None
         t0 = time.perf_counter()
         with torch.no_grad():
@@ -213,7 +233,7 @@ class VLSStrategy(Strategy):
         info = run.info.setdefault(self.name, {})
         info["selected_by"] = decided_by or "none"
         info["reward_selects"] = int(decided_by == self.name)
-        r = getattr(self, "_last_rewards", None)
+        r = self._last_rewards
         if self._reward is not None and r is not None and 0 <= winner < r.shape[0]:
             info["reward_executed"] = float(r[winner])
             info["reward_gain"] = float(r[winner]) - info.get("reward_mean", float(r[winner]))

@@ -1,8 +1,12 @@
 """Scene descriptions: what is where, in a plain serializable form.
 
-A :class:`Scene` is read from the simulator (ground truth) and handed to reward synthesis
-(``policy_steer.vlm_rewards``): named objects with shapes and sizes, and named keypoints. Positions
-are world-frame metres. Everything round-trips through JSON (``to_dict`` / ``from_dict``).
+A :class:`Scene` is core vocabulary (part of the :class:`~policy_steer.types.EpisodeContext`): a
+simulator reads it from its own state (ground truth), a real robot from a file or a perception
+module, and reward synthesis (``policy_steer.vlm_rewards``) reads it: named objects with shapes and
+sizes, and named keypoints. Positions are metres in the frame ``frame`` names (``world`` for our
+tasks). Everything round-trips through JSON (``to_dict`` / ``from_dict``); ``from_dict`` checks the
+published schema (``policy_steer/schema/episode_context.schema.json``) first, so a scene received
+over the wire or read from a user's file fails with one line naming the problem.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ class Scene:
     workspace_high: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
     ee_position: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
     gripper_opening: float = 0.0  # 0 closed .. 1 open
+    frame: str = "world"  # the frame positions are given in
 
     def object(self, name: str) -> SceneObject:
         for o in self.objects:
@@ -52,6 +57,11 @@ class Scene:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Scene":
+        """A scene from plain data, checked against the published schema (ValidationError names the problem)."""
+        from policy_steer.schema import validate
+
+        validate(d, "scene")
         d = dict(d)
         d["objects"] = [SceneObject(**o) for o in d.get("objects", [])]
+        d["keypoints"] = {k: [float(x) for x in v] for k, v in d.get("keypoints", {}).items()}
         return cls(**d)

@@ -1,0 +1,35 @@
+"""Published JSON schemas of the data that crosses the wire or is read from a user's file.
+
+``episode_context.schema.json``: the episode context of protocol v2's ``episode`` and ``context``
+messages and of ``policy-steer robot --scene FILE.json`` (a scene alone, or a whole context).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+from typing import Any
+
+from policy_steer.errors import ValidationError
+
+EPISODE_CONTEXT_SCHEMA = Path(__file__).parent / "episode_context.schema.json"
+
+
+@functools.lru_cache(maxsize=None)
+def _validator(what: str):
+    import jsonschema
+
+    schema = json.loads(EPISODE_CONTEXT_SCHEMA.read_text())
+    if what != "context":
+        schema = {**schema["$defs"][what], "$defs": schema["$defs"]}
+    return jsonschema.Draft202012Validator(schema)
+
+
+def validate(data: Any, what: str = "context") -> None:
+    """Raise ValidationError naming the first problem of ``data`` (``what``: context | scene | robot)."""
+    errors = sorted(_validator(what).iter_errors(data), key=lambda e: list(e.absolute_path))
+    if errors:
+        e = errors[0]
+        where = "/".join(str(p) for p in e.absolute_path) or "(top level)"
+        raise ValidationError(f"{what} fails its schema at {where}: {e.message[:300]}")
