@@ -204,3 +204,27 @@ class EpisodeContext:
     def with_scene(self, scene: Scene | None, stamp: float | None = None) -> "EpisodeContext":
         """The same episode with the scene as it is now (objects moved, a goal jumped)."""
         return dataclasses.replace(self, scene=scene, stamp=self.stamp if stamp is None else float(stamp))
+
+
+@dataclass
+class ExecutedStep:
+    """What the robot executed at one control step (protocol v2's ``executed``; the robot's telemetry).
+
+    ``action`` [A] is what reached the robot after its safety layer, ``commanded`` [A] what the loop
+    asked for (they differ when the safety layer intervened: ``safety`` says how); ``state`` [S] is the
+    measured ``observation.state`` before the action. ``chunk_start_step``/``index`` name the chunk row
+    that ran (None: a hold, nothing validated was queued).
+    """
+
+    step: int
+    action: np.ndarray
+    commanded: np.ndarray
+    state: np.ndarray | None = None
+    chunk_start_step: int | None = None
+    index: int | None = None
+    safety: str | None = None
+    stamp: float = 0.0
+
+    @property
+    def held(self) -> bool:
+        return self.chunk_start_step is None

@@ -6,12 +6,15 @@ Per action space (all differentiable, batched over candidates):
   current end effector (as VLS), after each action: ``p_h = ee_start + sum_{k<=h} clip(scale * d_k)``;
 - ``absolute``: ``[x, y, z(, grip)]`` world targets; positions are the targets (perfect tracking);
 - ``joint``: joint position targets ``[q_1..q_n(, grip)]`` through a differentiable forward kinematics
-  (default: the tasks' arm, :func:`policy_steer.envs.kinematics.fk`, 5 joints);
+  ``fk`` given by the caller (the robot's; e.g. :func:`policy_steer.envs.kinematics.fk` for the tasks'
+  5-joint arm);
 - ``joint_delta``: joint increments, cumulated from ``q_start``, then forward kinematics.
 
-``delta`` and ``absolute`` are the envs' own map (:func:`policy_steer.envs.trajectory.ee_trajectory`),
-with the same per-component ``max_step`` clip as the env (a clipped component passes no gradient:
-moving it further out would not change the motion).
+``delta`` and ``absolute`` model an end-effector controller as the robot description states it
+(action mode, ``max_step``): the same per-component clip as the controller (a clipped component
+passes no gradient: moving it further out would not change the motion). This package does not import
+the simulator; a test checks that this map agrees with the tasks' own
+(:func:`policy_steer.envs.trajectory.ee_trajectory`).
 
 The gripper channel (``gripper_index``) is returned as is (+1 close, -1 open).
 :class:`ChunkMap` adds the policy's un-normalisation in front, so guidance can map the sampler's
@@ -26,12 +29,22 @@ from typing import Any, Callable, Literal
 import torch
 from torch import Tensor
 
-from policy_steer.envs.trajectory import ee_trajectory
 from policy_steer.errors import ConfigError, ValidationError
 
 ActionSpace = Literal["delta", "absolute", "joint", "joint_delta"]
 ACTION_SPACES: tuple[str, ...] = ("delta", "absolute", "joint", "joint_delta")
 ForwardKinematics = Callable[[Tensor], Tensor]  # joints [..., n] -> ee position [..., 3]
+
+
+def ee_positions(actions: Tensor, ee_start: Tensor, mode: str, max_step: float | None = None) -> Tensor:
+    """End-effector positions [B, H, 3] after each action of ``actions`` [B, H, >=3] from ``ee_start`` [B, 3]
+    (``delta``: clipped displacements cumulated; ``absolute``: the targets themselves)."""
+    xyz = actions[..., :3]
+    if mode == "absolute":
+        return xyz
+    if max_step is not None:
+        xyz = xyz.clamp(-max_step, max_step)
+    return ee_start.unsqueeze(-2).to(xyz.dtype) + torch.cumsum(xyz, dim=-2)
 
 
 def joint_targets(q: Tensor, fk: ForwardKinematics) -> Tensor:
@@ -60,10 +73,7 @@ class TrajectoryMap:
         if self.space not in ACTION_SPACES:
             raise ConfigError(f"unknown action space {self.space!r}; use one of {list(ACTION_SPACES)}")
         if self.space.startswith("joint") and self.fk is None:
-            from policy_steer.envs.arm import ARM_JOINTS
-            from policy_steer.envs.kinematics import fk
-
-            self.fk, self.n_joints = fk, self.n_joints or len(ARM_JOINTS)
+            raise ConfigError(f"action space {self.space!r} needs the robot's forward kinematics (fk=...)")
         if self.space.startswith("joint") and self.n_joints <= 0:
             raise ConfigError(f"action space {self.space!r} needs n_joints > 0")
 
@@ -83,9 +93,9 @@ class TrajectoryMap:
             if ee_start is None:
                 raise ValidationError("ee_start: the delta map needs the current end-effector position [B, 3] or [3]")
             ee = torch.as_tensor(ee_start).to(actions)
-            traj = ee_trajectory(actions[..., :3] * self.scale, ee, "delta", self.max_step)
+            traj = ee_positions(actions[..., :3] * self.scale, ee, "delta", self.max_step)
         elif self.space == "absolute":
-            traj = ee_trajectory(actions[..., :3], actions.new_zeros(3), "absolute")
+            traj = ee_positions(actions[..., :3], actions.new_zeros(3), "absolute")
         elif self.space == "joint":
             traj = joint_targets(actions[..., :n], self.fk)
         else:
@@ -96,21 +106,6 @@ class TrajectoryMap:
         if self.gripper_index is not None and actions.shape[-1] > self.gripper_index:
             gripper = actions[..., self.gripper_index]
         return traj, gripper
-
-    @classmethod
-    def for_env(cls, env: Any) -> "TrajectoryMap":
-        """The map of a task env (:class:`policy_steer.envs.base.TaskEnv`): its action mode, step clip
-        and gripper channel."""
-        env = getattr(env, "unwrapped", env)
-        mode = getattr(env, "action_mode", "delta")
-        if mode not in ("delta", "absolute"):
-            raise ConfigError(f"no trajectory map for action mode {mode!r}")
-        has_gripper = bool(getattr(env, "has_gripper", False))
-        return cls(
-            space=mode,
-            max_step=float(env.max_step) if mode == "delta" else None,
-            gripper_index=3 if has_gripper else None,
-        )
 
 
 @dataclass

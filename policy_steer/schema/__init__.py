@@ -28,8 +28,10 @@ def _validator(what: str):
 
 def validate(data: Any, what: str = "context") -> None:
     """Raise ValidationError naming the first problem of ``data`` (``what``: context | scene | robot)."""
-    errors = sorted(_validator(what).iter_errors(data), key=lambda e: list(e.absolute_path))
-    if errors:
-        e = errors[0]
+    from jsonschema.exceptions import best_match
+
+    # best_match descends into oneOf/anyOf, so "a scene or null" reports the scene's own problem
+    e = best_match(_validator(what).iter_errors(data))
+    if e is not None:
         where = "/".join(str(p) for p in e.absolute_path) or "(top level)"
         raise ValidationError(f"{what} fails its schema at {where}: {e.message[:300]}")

@@ -2,7 +2,8 @@
 
     policy-steer train-reference --task push --family diffusion
 
-records the demonstrations if the dataset folder does not exist yet (``data/<task>``), trains with
+(the command, :mod:`policy_steer.cli.train_reference`) records the demonstrations if the dataset
+folder does not exist yet (``data/<task>``); this module trains with
 ``lerobot.scripts.lerobot_train.train`` (the same code as ``lerobot-train``) on that local
 LeRobotDataset, and copies the final ``pretrained_model`` (policy + pre/post-processors) to
 ``checkpoints/<task>-<family>`` together with ``policy_steer.json`` (task, control rate, action mode,
@@ -57,41 +58,35 @@ def _is_image_family(family: str) -> bool:
     return family in IMAGE_FAMILIES
 
 
-def _dataset_folder(cfg: Config) -> Path:
+def dataset_folder(cfg: Config) -> Path:
+    """``--dataset``, or ``data/<task>`` (``data/<task>-<camera>`` for the image families)."""
     if cfg.dataset:
         return Path(cfg.dataset)
     suffix = f"-{cfg.camera}" if _is_image_family(cfg.family) else ""
     return Path("data") / f"{cfg.task}{suffix}"
 
 
-def ensure_dataset(cfg: Config) -> Path:
-    """The dataset folder, recorded with the scripted expert if it does not exist yet."""
-    folder = _dataset_folder(cfg)
-    if (folder / "meta" / "info.json").is_file():
-        return folder
-    if folder.exists() and any(folder.iterdir()):
-        raise DatasetError(f"{folder} exists but is not a LeRobotDataset (no meta/info.json)")
-    from policy_steer.envs.recording import Config as RecordConfig
-    from policy_steer.envs.recording import run as record
+def recorded_task(dataset: Path) -> dict:
+    """What ``policy-steer record`` wrote about the task beside its LeRobotDataset (meta/recording.json):
+    task, instruction, control rate, action mode. Training reads the task from its data, not from a
+    simulator."""
+    path = dataset / "meta" / "recording.json"
+    if not path.is_file():
+        raise DatasetError(f"{dataset} has no meta/recording.json (task, instruction, rate, action mode); "
+                           "record it with policy-steer record, or let train-reference record it")
+    import json
 
-    log.info("recording %d demonstrations of %s into %s", cfg.episodes, cfg.task, folder)
-    rec = RecordConfig(task=cfg.task, episodes=cfg.episodes, out=str(folder), seed_start=100_000)
-    if _is_image_family(cfg.family):
-        from policy_steer.config import StrList
-
-        rec.cameras = StrList([cfg.camera])
-        rec.image_size = IntList(cfg.image_size)
-    record(rec)
-    return folder
+    return json.loads(path.read_text())
 
 
-def train_reference(cfg: Config) -> Path:
+def train_reference(cfg: Config, dataset: Path | None = None) -> Path:
+    """Train on ``dataset`` (default :func:`dataset_folder`; it must exist: ``policy-steer
+    train-reference`` records it first when missing)."""
     from lerobot.configs.default import DatasetConfig, WandBConfig
     from lerobot.configs.train import TrainPipelineConfig
     from lerobot.datasets.lerobot_dataset import LeRobotDatasetMetadata
     from lerobot.scripts.lerobot_train import train
 
-    from policy_steer.envs import make
     from policy_steer.training.architectures import FAMILIES, policy_config
 
     if cfg.family not in FAMILIES:
@@ -103,7 +98,10 @@ def train_reference(cfg: Config) -> Path:
     if out.exists() and any(out.iterdir()) and not cfg.overwrite:
         raise ConfigError(f"{out} already holds a checkpoint; pass --overwrite true to replace it")
 
-    dataset = ensure_dataset(cfg)
+    dataset = Path(dataset) if dataset is not None else dataset_folder(cfg)
+    if not (dataset / "meta" / "info.json").is_file():
+        raise DatasetError(f"{dataset} is not a LeRobotDataset (no meta/info.json)")
+    task = recorded_task(dataset)
     meta = LeRobotDatasetMetadata(repo_id=f"local/{dataset.name}", root=dataset)
     recorded_episodes = meta.total_episodes  # the demonstrations (before any offset copies): what --episodes reproduces
     if cfg.future_state_offsets:
@@ -111,13 +109,11 @@ def train_reference(cfg: Config) -> Path:
 
         dataset = make_offset_dataset(dataset, cfg.future_state_offsets, seed=cfg.seed)
         meta = LeRobotDatasetMetadata(repo_id=f"local/{dataset.name}", root=dataset)
-    env = make(cfg.task)
-    u = env.unwrapped
+    if task.get("task") != cfg.task:
+        raise DatasetError(f"{dataset} holds demonstrations of task {task.get('task')!r}, not of {cfg.task!r}")
     instructions = set(meta.tasks.index) if meta.tasks is not None else set()
-    if u.instruction not in instructions:
-        raise DatasetError(f"{dataset} holds demonstrations of {sorted(instructions)}, not of {cfg.task!r} ({u.instruction!r})")
-    if tuple(meta.features["action"]["shape"]) != (u.action_dim,):
-        raise DatasetError(f"{dataset} has {meta.features['action']['shape']} actions; {cfg.task!r} takes ({u.action_dim},)")
+    if task.get("instruction") not in instructions:
+        raise DatasetError(f"{dataset} holds demonstrations of {sorted(instructions)}, not of {cfg.task!r} ({task.get('instruction')!r})")
 
     if cfg.init_from:
         policy_cfg = fine_tune_config(Path(cfg.init_from), meta.features, lr=cfg.lr)
@@ -162,8 +158,8 @@ def train_reference(cfg: Config) -> Path:
         image = {"camera": cfg.camera, "image_size": list(meta.features[f"observation.images.{cfg.camera}"]["shape"][:2])}
     CheckpointMeta(
         task=cfg.task,
-        control_hz=float(u.control_hz),
-        action_mode=u.action_mode,
+        control_hz=float(task["control_hz"]),
+        action_mode=str(task["action_mode"]),
         extra={
             "name": name,
             "family": cfg.family,
@@ -171,7 +167,7 @@ def train_reference(cfg: Config) -> Path:
             "dataset": str(dataset),
             "dataset_episodes": meta.total_episodes,
             "dataset_frames": meta.total_frames,
-            "instruction": u.instruction,
+            "instruction": task["instruction"],
             "steps": cfg.steps,
             "batch_size": cfg.batch_size,
             "seed": cfg.seed,
@@ -232,7 +228,3 @@ def store_weights_as(model_file: Path, dtype: str) -> None:
     save_file(tensors, model_file, metadata={"format": "pt"})
 
 
-def run(cfg: Config) -> int:
-    out = train_reference(cfg)
-    print(out)
-    return 0

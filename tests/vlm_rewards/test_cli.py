@@ -62,7 +62,7 @@ def test_annotation_draws_each_visible_keypoint_at_its_projection():
 
 @pytest.mark.parametrize("task,keypoint", [("push", "block"), ("lift", "cube")])
 def test_camera_from_a_task_env_sees_the_object_in_the_image(task, keypoint):
-    from policy_steer.vlm_rewards.cli import scene_and_image
+    from policy_steer.cli.synthesize import scene_and_image
 
     scene, image, cam = scene_and_image(task, "nominal", 0, "front")  # lift: robosuite's agentview
     assert image is not None and cam is not None and (cam.width, cam.height) == (image.shape[1], image.shape[0])

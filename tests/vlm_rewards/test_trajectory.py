@@ -80,8 +80,9 @@ def test_joint_map_defaults_to_the_tasks_arm_and_matches_mujoco():
         data.qpos[qadr] = qi
         mujoco.mj_kinematics(model, data)
         expected.append(data.site(EE_SITE).xpos.copy())
-    tmap = TrajectoryMap("joint")
-    assert tmap.n_joints == len(ARM_JOINTS)
+    from policy_steer.envs.kinematics import fk
+
+    tmap = TrajectoryMap("joint", fk=fk, n_joints=len(ARM_JOINTS))
     qt = torch.tensor(q, requires_grad=True)
     traj, _ = tmap(qt)
     assert np.allclose(traj.detach().numpy()[0], np.array(expected), atol=1e-9)
@@ -101,6 +102,8 @@ def test_chunk_map_unnormalises_first():
 def test_map_errors():
     with pytest.raises(ConfigError):
         TrajectoryMap("polar")
+    with pytest.raises(ConfigError, match="forward kinematics"):
+        TrajectoryMap("joint")
     with pytest.raises(ValidationError, match="ee_start"):
         TrajectoryMap("delta")(torch.zeros(1, 2, 3))
     with pytest.raises(ValidationError, match="actions"):
@@ -108,12 +111,14 @@ def test_map_errors():
 
 
 def test_map_for_a_task_env_agrees_with_the_envs_trajectory():
+    """The reward's map, built from the robot description the env sends, is the env's own execution model."""
     from policy_steer import envs
     from policy_steer.envs.trajectory import ee_trajectory
+    from policy_steer.steering.vls.chunk_reward import trajectory_map_for
 
     env = envs.make("pick-place", "nominal", render_mode=None)
     try:
-        tmap = TrajectoryMap.for_env(env)
+        tmap = trajectory_map_for(env.unwrapped.episode_context().robot, 4, "zero")
         assert (tmap.space, tmap.max_step, tmap.gripper_index) == ("delta", env.max_step, 3)
         a = torch.randn(2, 5, 4) * 0.05
         ee = torch.rand(2, 3)

@@ -13,7 +13,7 @@ channel (gripper, a VLA's padding).
 Delta actions are clipped by the env at ``max_step`` per component. The reward's *value* uses the
 clip (what the robot will do); its *gradient* passes through it (``clip_grad="straight_through"``,
 default) so that a saturated component can still be pulled back, or is cut there (``"zero"``,
-the plain clamp of :func:`policy_steer.envs.trajectory.ee_trajectory`).
+the plain clamp of :func:`policy_steer.vlm_rewards.trajectory.ee_positions`).
 """
 
 from __future__ import annotations
