@@ -71,6 +71,12 @@ class TaskEnv(gym.Env):
             task=self.task, variant=self.variant, seed=seed,
         )
 
+    def suppress_goal_jump(self) -> bool:
+        """Moving-goal: cancel this episode's goal jump (call right after ``reset``); the benchmark's
+        reaction figure compares the episode with this counterfactual one of the same seed. Returns
+        whether the env could (the base has no jump to cancel: False, nothing changes)."""
+        return False
+
     @abstractmethod
     def success(self) -> bool:
         """The task's success predicate on the current simulator state."""

@@ -538,6 +538,12 @@ class LiftEnv(TaskEnv):
         truncated = not terminated and self._steps >= self.max_episode_steps
         return self.observe(), float(success), terminated, truncated, self._info(success, failure)
 
+    def suppress_goal_jump(self) -> bool:
+        if self.layout is None:
+            raise RuntimeError("call reset() before suppress_goal_jump()")
+        self.layout.goal_jump_step = None
+        return True
+
     def _info(self, success: bool, failure: str | None) -> dict[str, Any]:
         info: dict[str, Any] = {"success": bool(success), "is_success": bool(success), "failure": failure, "step": self._steps}
         if self.variant == "moving-goal":

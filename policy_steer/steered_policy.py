@@ -58,9 +58,10 @@ class SteeredPolicy:
         seed: int | None = None,
     ) -> "SteeredPolicy":
         """Build the strategies of a registered steering method (``"none"``, ``"taco"``, ``"taco+vls"``, ...)."""
-        from policy_steer.steering.registry import build_steering
+        from policy_steer.steering.registry import build_steering, check_settings
 
         settings = dict(settings or {})
+        check_settings(method, settings)
         setup = build_steering(policy, method, settings)
         steered = cls(policy, setup.strategies, sampler=setup.sampler or sampler, seed=seed)
         steered.method, steered.method_settings = method, settings
@@ -74,7 +75,7 @@ class SteeredPolicy:
         this policy's defaults; a key set to None falls back to its default. Returns the settings now
         in force. An unknown method or a bad value raises ConfigError and changes nothing.
         """
-        from policy_steer.steering.registry import build_steering
+        from policy_steer.steering.registry import build_steering, check_settings
 
         if steer is not None:
             method, settings = self._default[0], dict(self._default[1])
@@ -87,6 +88,7 @@ class SteeredPolicy:
                         settings[key] = self._default[1][key]
                 else:
                     settings[key] = value
+            check_settings(method, settings)
             setup = build_steering(self.policy, method, settings)
             sampler = Sampler(self.policy, setup.sampler or self.sampler_config)
             if self.context is not None:  # mid-episode: the new strategies must be able to act in it
@@ -175,9 +177,13 @@ class SteeredPolicy:
         return {"method": self.method, "strategies": [s.name for s in self.strategies]}
 
     def update_context(self, context: EpisodeContext) -> None:
-        """The episode's scene now (objects moved); the episode goes on."""
+        """The episode's scene now (objects moved); the episode goes on.
+
+        Checked like an episode start (a context for another task, a scene taken away under VLS):
+        SteeringRefused, and the context in force stays."""
         if self.context is None:
             raise ConfigError("update_context before start_episode: no episode is running")
+        self._check(self.strategies, context)
         self.context = context
         for s in self.strategies:
             s.update_context(context)
@@ -197,7 +203,7 @@ class SteeredPolicy:
     ) -> Chunk:
         """One chunk for ``obs``; ``prefix`` [P, A] (policy units) is the previous plan around its start.
 
-        By default (PROTOCOL.md) the prefix holds actions already committed before ``start_step``.
+        By default (docs/protocol.md, `observe`) the prefix holds actions already committed before ``start_step``.
         ``prefix_start`` (the control index of its row 0) and ``prefix_committed`` (how many of its
         leading rows run for sure) let a runtime pass a longer previous plan that overlaps the chunk
         (RTC's soft-masked inpainting); strategies that do not read a prefix ignore all three.

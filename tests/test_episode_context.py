@@ -142,3 +142,38 @@ def test_robot_description_wire_form():
     assert RobotDescription.from_dict(r.to_dict()) == r
     with pytest.raises(ValidationError, match="stop 1 < start 3"):
         RobotDescription.from_dict({**r.to_dict(), "state_layout": {"ee_pos": [3, 1]}})
+
+
+def test_non_finite_numbers_are_refused(push_context):
+    d = json.loads(json.dumps(push_context.to_dict()))
+    d["scene"]["objects"][1]["position"][2] = float("nan")
+    with pytest.raises(ValidationError, match=re.escape("at scene/objects/1/position/2: not a finite number")):
+        EpisodeContext.from_dict(d)
+
+
+def test_unknown_steering_settings_are_refused_not_ignored(push_policy):
+    from policy_steer.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="has no setting 'candidate'"):
+        SteeredPolicy.from_method(push_policy, "taco", {"candidate": 16})
+    sp = SteeredPolicy.from_method(push_policy, "none", seed=0)
+    with pytest.raises(ConfigError, match="has no setting 'particle'"):
+        sp.configure(steer={"method": "vls", "particle": 2})
+
+
+def test_an_option_the_family_lacks_is_unsupported(push_policy):
+    sp = SteeredPolicy.from_method(push_policy, "none", seed=0)
+    with pytest.raises(SteeringRefused) as e:
+        sp.configure(steer={"method": "vls", "vls_form": "velocity"})
+    assert e.value.code == STEER_UNSUPPORTED and "flow policies only" in e.value.reason and sp.method == "none"
+
+
+def test_a_context_update_for_another_task_is_refused_and_the_old_one_stays(push_policy, push_context):
+    sp = SteeredPolicy.from_method(push_policy, "vls", {"particles": 2}, seed=0)
+    sp.start_episode(push_context)
+    with pytest.raises(SteeringRefused) as e:
+        sp.update_context(EpisodeContext(task="pick-place", scene=push_context.scene, robot=push_context.robot))
+    assert e.value.code == CONTEXT_MISMATCH and sp.context is push_context
+    with pytest.raises(SteeringRefused) as e:
+        sp.update_context(push_context.with_scene(None))
+    assert e.value.code == CONTEXT_REQUIRED and sp.context is push_context

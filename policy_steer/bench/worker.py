@@ -76,6 +76,8 @@ def _steer_figures(result) -> dict[str, Any]:
     """Per-episode means of numeric steering figures that strategies report (e.g. resampling counts)."""
     sums: dict[str, list[float]] = {}
     for c in result.chunks:
+        if c.delivered_step is None:
+            continue  # still in flight when the episode ended: it never arrived
         for method, figures in (c.info.get("steer") or {}).items():
             for k, v in (figures or {}).items():
                 if isinstance(v, (int, float)) and not isinstance(v, bool):

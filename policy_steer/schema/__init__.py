@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -35,3 +36,22 @@ def validate(data: Any, what: str = "context") -> None:
     if e is not None:
         where = "/".join(str(p) for p in e.absolute_path) or "(top level)"
         raise ValidationError(f"{what} fails its schema at {where}: {e.message[:300]}")
+    bad = _non_finite(data, [])
+    if bad is not None:  # JSON Schema's "number" admits NaN and inf, a robot must not
+        raise ValidationError(f"{what} fails its schema at {'/'.join(bad) or '(top level)'}: not a finite number")
+
+
+def _non_finite(value: Any, path: list[str]) -> list[str] | None:
+    if isinstance(value, float) and not math.isfinite(value):
+        return path
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, (list, tuple)):
+        items = enumerate(value)
+    else:
+        return None
+    for k, v in items:
+        found = _non_finite(v, [*path, str(k)])
+        if found is not None:
+            return found
+    return None

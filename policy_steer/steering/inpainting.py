@@ -196,6 +196,8 @@ def _build(policy, settings: dict[str, Any]) -> SteerSetup:
     return SteerSetup(strategies=[PrefixInpainting(cfg)])
 
 
-register(SteerMethod("rtc", (), _build))
+_OPTIONS = ("rtc_jacobian", "rtc_max_weight", "rtc_schedule", "rtc_soft_mask", "rtc_soft_rows")
+register(SteerMethod("rtc", (), _build, options=_OPTIONS))
 # lerobot's variant (Jacobian dropped), under its own name so that results never confuse the two.
-register(SteerMethod("rtc-cheap", (), lambda policy, settings: _build(policy, {**settings, "rtc_jacobian": "cheap"})))
+register(SteerMethod("rtc-cheap", (), lambda policy, settings: _build(policy, {**settings, "rtc_jacobian": "cheap"}),
+                     options=_OPTIONS))

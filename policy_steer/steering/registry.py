@@ -29,6 +29,11 @@ class SteerMethod:
     name: str
     axes: tuple[str, ...]  # settings that vary per benchmark cell (e.g. "candidates", "verifier")
     build: Callable[[DenoisingPolicy, dict[str, Any]], SteerSetup]
+    options: tuple[str, ...] = ()  # the other settings it reads (a setting no method reads is refused)
+
+    @property
+    def settings(self) -> tuple[str, ...]:
+        return self.axes + self.options
 
 
 _METHODS: dict[str, SteerMethod] = {}
@@ -66,6 +71,15 @@ def methods_of(steer: str) -> list[SteerMethod]:
     if not names:
         raise ConfigError("empty steering method")
     return [get_method(n) for n in names]
+
+
+def check_settings(steer: str, settings: dict[str, Any]) -> None:
+    """Refuse a setting that no method of ``steer`` reads (a typo must not run the defaults in silence)."""
+    known = {k for m in methods_of(steer) for k in m.settings}
+    unknown = sorted(set(settings) - known - {"method"})
+    if unknown:
+        raise ConfigError(f"steering {steer!r} has no setting {', '.join(map(repr, unknown))}; "
+                          f"its settings are {sorted(known) or 'none'}")
 
 
 def build_steering(policy: DenoisingPolicy, steer: str, settings: dict[str, Any]) -> SteerSetup:

@@ -1,4 +1,4 @@
-"""ZeroMQ transport of PROTOCOL.md v1: codec, policy server, robot client, telemetry, CURVE keys.
+"""ZeroMQ transport of protocol v2 (docs/protocol.md): codec, policy server, robot client, telemetry, CURVE keys.
 
 Nothing here imports torch: a robot-side process needs numpy, pyzmq and msgpack only.
 """
@@ -13,10 +13,15 @@ from policy_steer.transport.errors import (
     SpecChanged,
     TransportError,
 )
+from policy_steer.transport.inference import BatchItem, BatchPolicy, ServedPolicy
+from policy_steer.transport.messages import PROTOCOL_VERSION
 from policy_steer.transport.server import PolicyServer, ServerConfig
 from policy_steer.transport.telemetry import TelemetryPublisher, TelemetrySubscriber
 
 __all__ = [
+    "PROTOCOL_VERSION",
+    "BatchItem",
+    "BatchPolicy",
     "BusyError",
     "ChunkRequest",
     "ClientClosed",
@@ -26,6 +31,7 @@ __all__ = [
     "ProtocolError",
     "RemoteError",
     "RequestTimeout",
+    "ServedPolicy",
     "ServerConfig",
     "SpecChanged",
     "TelemetryPublisher",

@@ -4,7 +4,8 @@
     policy-steer serve --policy ckpt/ --bind tcp://127.0.0.1:5555 --telemetry tcp://127.0.0.1:5556
     policy-steer serve --policy ckpt/ --bind tcp://0.0.0.0:5555 --curve_keys keys/
 
-Without ``--curve_keys`` the server binds loopback only unless ``--trusted_network true``.
+The server speaks protocol v2 (``docs/protocol.md``). Without ``--curve_keys`` it binds loopback only
+unless ``--trusted_network true``.
 SIGINT and SIGTERM stop it cleanly (exit code 0).
 """
 
@@ -38,7 +39,7 @@ class ServeConfig:
     session_timeout_s: float = 30.0  # a session expires after this long without a message
     max_sessions: int = 64  # hellos beyond this are answered `busy`
     telemetry_hwm: int = 100  # telemetry messages queued per subscriber before they are dropped
-    max_batch: int = 1  # >1: batch observes of several sessions; needs predict_chunks (SteeredPolicy: warned, ignored)
+    max_batch: int = 1  # >1: batch observes of several sessions (a BatchPolicy only; SteeredPolicy: warned, ignored)
 
 
 def build_served_policy(cfg: ServeConfig) -> ServedPolicy:

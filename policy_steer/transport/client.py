@@ -1,12 +1,14 @@
-"""The robot-side client: a DEALER socket speaking PROTOCOL.md v1 to a policy server.
+"""The robot-side client: a DEALER socket speaking protocol v2 (``docs/protocol.md``) to a policy server.
 
 One background I/O thread owns the socket. It sends requests, matches replies to them by ``seq``,
 answers the server's pings, pings the server every ``heartbeat_s``, and keeps the session alive across
 failures:
 
 - a reconnect (the server restarted, the link dropped) is seen on the socket monitor; the client then
-  sends ``hello`` again, replays its last ``configure`` settings, and re-sends the requests still
-  pending under the new session (those whose deadline has not passed);
+  sends ``hello`` again, replays its last ``configure`` settings, then its episode (an ``episode``
+  with the last accepted episode context, updated by every ``update_context`` since: a new session
+  has no episode), and re-sends the requests still pending under the new session (those whose
+  deadline has not passed);
 - a server that answers ``no_session`` (it restarted, or the session expired) triggers the same;
 - no message from the server for ``dead_after_s`` (a half-open connection) makes the client drop the
   socket and connect a new one;
@@ -21,6 +23,13 @@ Use ``request_chunk`` (blocking) or ``submit_chunk`` (returns a :class:`ChunkReq
 with ``done()``/``poll()`` or wait with ``result()``), which is what an asynchronous runtime needs:
 submit when the action queue runs low, keep executing, pick the chunk up when it is there.
 
+The episode (v2): ``start_episode(context)`` (blocking; :class:`RemoteError` with the refusal's
+``code`` when a strategy cannot act with the context), then ``update_context(context)`` whenever the
+scene changes and ``report_executed(step)`` after every action. The last two are notifications: they
+return at once, the server answers them only when it refuses them, and such an answer arrives as an
+``on_event`` (``context_error``, ``executed_error``). Contexts and executed steps are checked here
+first (a ValidationError names the problem and nothing is sent).
+
 The client keeps references to the observation arrays until the request completes (frames are sent
 without copying): do not write into them meanwhile.
 """
@@ -28,11 +37,12 @@ without copying): do not write into them meanwhile.
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import itertools
 import logging
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -61,7 +71,14 @@ from policy_steer.transport.messages import (
     CLIENT_ACCEPTS,
     CONFIGURE,
     CONFIGURED,
+    CONTEXT,
+    EPISODE,
+    EPISODE_STARTED,
     ERROR,
+    EXECUTED,
+    EXECUTED_ACTION,
+    EXECUTED_COMMANDED,
+    EXECUTED_STATE,
     HELLO,
     OBSERVE,
     PING,
@@ -70,9 +87,19 @@ from policy_steer.transport.messages import (
     STATE_KINDS,
     WELCOME,
     Message,
+    context_to_wire,
 )
 from policy_steer.transport.security import apply_curve_client
-from policy_steer.types import TASK, Chunk, FeatureSpec, Observation, PolicySpec
+from policy_steer.types import (
+    OBS_STATE,
+    TASK,
+    Chunk,
+    EpisodeContext,
+    ExecutedStep,
+    FeatureSpec,
+    Observation,
+    PolicySpec,
+)
 
 log = logging.getLogger(__name__)
 
@@ -85,11 +112,13 @@ class ClientConfig:
     name: str = "policy-steer-client"  # sent in hello
     control_hz: float = 10.0  # sent in hello
     timeout_s: float = 1.0  # default deadline of a request
+    episode_timeout_s: float = 30.0  # default deadline of an `episode` (VLS prepares its reward program then)
     connect_timeout_s: float = 10.0  # connect() waits this long for the first welcome
     heartbeat_s: float = 0.5  # ping period
     dead_after_s: float = 3.0  # no message from the server for this long: new socket, new hello
     hello_retry_s: float = 1.0  # re-send an unanswered hello after this long
     max_resends: int = 2  # re-sends of one request after reconnects
+    max_tracked_notifications: int = 4096  # context/executed seqs remembered to attribute a late refusal
     curve_keys: str | None = None  # folder from `policy-steer keys`: <curve_name>.key_secret and server.key
     curve_name: str = "client"
     max_message_bytes: int = 64 * 2**20
@@ -186,7 +215,7 @@ class ChunkRequest:
 
 @dataclass(eq=False)
 class _Pending:
-    kind: str  # observe | configure | ping
+    kind: str  # observe | configure | episode | ping
     header: dict[str, Any]
     arrays: dict[str, np.ndarray]
     request: Any  # ChunkRequest or a concurrent.futures.Future
@@ -194,7 +223,8 @@ class _Pending:
     session: str | None = None  # the session it was sent under (None: not sent)
     sent_at: float = 0.0
     resends: int = 0
-    internal: bool = False  # a replayed configure: no caller waits for it
+    internal: bool = False  # a replayed configure or episode: no caller waits for it
+    context: EpisodeContext | None = None  # episode: the context sent, then the latest update since
 
 
 @dataclass
@@ -209,14 +239,21 @@ class ClientStats:
     socket_resets: int = 0
     resent: int = 0
     bad_replies: int = 0
-
+    episodes: int = 0  # episodes the server started (replays included)
+    contexts: int = 0  # context notifications sent
+    executed: int = 0  # executed notifications sent
+    notifications_dropped: int = 0  # context/executed not sent: no session, or the socket's queue was full
+    notification_errors: int = 0  # context/executed the server refused
 
 class PolicyClient:
     """DEALER client of a policy server. ``connect()`` first; ``close()`` (or ``with``) at the end.
 
     ``on_event(name, fields)`` (optional) is called from the I/O thread on ``connected``,
     ``disconnected``, ``reconnected`` (a new session after a failure), ``socket_reset``,
-    ``spec_changed``, ``handshake_failed`` and ``timeout``; keep it short.
+    ``spec_changed``, ``handshake_failed``, ``timeout``, ``episode_replayed`` /
+    ``episode_replay_failed`` (the episode re-sent after a reconnect; fields ``code``, ``message`` on
+    failure), ``context_error`` and ``executed_error`` (a notification the server refused: ``code``,
+    ``message``, ``step`` for executed); keep it short.
     """
 
     def __init__(
@@ -256,6 +293,9 @@ class PolicyClient:
         self._last_rx = 0.0
         self._last_ping = 0.0
         self._settings: dict[str, Any] = {}  # the last configure (task, steer), replayed after a re-hello
+        self._replay: EpisodeContext | None = None  # the episode to re-start after a re-hello (I/O thread)
+        self._notes: OrderedDict[int, tuple[str, str | None, int | None]] = OrderedDict()  # seq -> kind, session, step
+        self.episode: dict[str, Any] | None = None  # the last episode_started (episode, steer, strategies)
         self._first_welcome: Welcome | None = None
         self._welcome_count = 0
         self._fatal: TransportError | None = None
@@ -374,6 +414,51 @@ class PolicyClient:
             self._settings["steer"] = {k: v for k, v in merged.items() if v is not None}
         return result
 
+    def start_episode(
+        self, context: EpisodeContext, timeout_s: float | None = None, seed: int | None = None
+    ) -> dict[str, Any]:
+        """Start an episode in this session with ``context`` (``episode``); blocking.
+
+        ``seed`` (if given) replaces ``context.seed`` (the server reseeds the session's noise with it).
+        Returns ``{"session", "episode", "steer", "strategies"}`` from ``episode_started``. Raises
+        ValidationError (nothing sent) for a context that fails its schema, :class:`RemoteError` with
+        ``code`` ``context_required``, ``steer_unavailable``, ``steer_unsupported``,
+        ``context_mismatch`` or ``bad_context`` when the server refuses it (its previous episode, if
+        any, then goes on), RequestTimeout. The accepted context is re-sent after every reconnect.
+        """
+        self._check_usable()
+        if seed is not None:
+            context = dataclasses.replace(context, seed=int(seed))
+        header = {"type": EPISODE, "context": context_to_wire(context)}
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        deadline = time.monotonic() + (self.config.episode_timeout_s if timeout_s is None else timeout_s)
+        self._call(lambda: self._start(_Pending(EPISODE, header, {}, future, deadline, context=context)))
+        return self._wait(future, deadline, "episode")
+
+    def update_context(self, context: EpisodeContext) -> None:
+        """The scene now (``context`` notification); returns at once.
+
+        The server applies it before this session's next observe. A refusal arrives as the
+        ``context_error`` event. Raises ValidationError (nothing sent) for a context that fails its
+        schema. Without a session (reconnecting) it is not sent, but the episode re-sent after the
+        reconnect carries it.
+        """
+        self._check_usable()
+        data = context_to_wire(context)
+        self._call(lambda: self._notify_context(context, data))
+
+    def report_executed(self, step: ExecutedStep) -> None:
+        """What the robot executed at one control step (``executed`` notification); returns at once.
+
+        Checked here: ``action`` and ``commanded`` [A], ``state`` (optional) shaped like the
+        welcome's ``observation.state``, all finite (ValidationError, nothing sent). The server
+        republishes it on its telemetry (topic ``executed``); a refusal arrives as ``executed_error``.
+        Without a session (reconnecting) it is dropped (``stats.notifications_dropped``).
+        """
+        self._check_usable()
+        header, arrays = self._executed_message(step)
+        self._call(lambda: self._notify(EXECUTED, header, arrays, int(step.step)))
+
     def ping(self, timeout_s: float | None = None) -> float:
         """Round-trip time of a ping, in seconds."""
         self._check_usable(need_session=False)
@@ -449,6 +534,44 @@ class PolicyClient:
                 raise ValidationError(f"prefix must be finite float [d, {a}], got {p.dtype} {p.shape}")
             arrays[PREFIX] = p
         return arrays
+
+    def _executed_message(self, step: ExecutedStep) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """The ``executed`` header and arrays for ``step``, checked against the welcome's spec."""
+        if not isinstance(step, ExecutedStep):
+            raise ValidationError(f"report_executed takes an ExecutedStep, got {type(step).__name__}")
+        a = self.spec.action_dim
+        arrays: dict[str, np.ndarray] = {}
+        wants: dict[str, tuple[int, ...]] = {EXECUTED_ACTION: (a,), EXECUTED_COMMANDED: (a,)}
+        values = {EXECUTED_ACTION: step.action, EXECUTED_COMMANDED: step.commanded}
+        if step.state is not None:
+            feat = self.spec.observation.get(OBS_STATE)
+            if feat is None:
+                raise ValidationError("executed: a state was given, but the server's policy takes no observation.state")
+            wants[EXECUTED_STATE] = tuple(feat.shape)
+            values[EXECUTED_STATE] = step.state
+        for name, shape in wants.items():
+            arr = np.ascontiguousarray(values[name], dtype=np.float32)
+            if arr.shape != shape:
+                raise ValidationError(f"executed: {name} has shape {arr.shape}, the server expects {shape}")
+            if not np.isfinite(arr).all():
+                raise ValidationError(f"executed: {name} holds non-finite values")
+            arrays[name] = arr
+        if (step.chunk_start_step is None) != (step.index is None):
+            raise ValidationError(
+                "executed: chunk_start_step and index are both set (a chunk row) or both None (a hold)"
+            )
+        if step.index is not None and int(step.index) < 0:
+            raise ValidationError(f"executed: index must be >= 0, got {step.index}")
+        header: dict[str, Any] = {
+            "type": EXECUTED,
+            "step": int(step.step),
+            "chunk_start_step": None if step.chunk_start_step is None else int(step.chunk_start_step),
+            "index": None if step.index is None else int(step.index),
+            "safety": None if step.safety is None else str(step.safety),
+        }
+        if step.stamp:
+            header["stamp"] = float(step.stamp)
+        return header, arrays
 
     def _call(self, fn: Callable[[], None]) -> None:
         self._calls.append(fn)
@@ -592,6 +715,34 @@ class PolicyClient:
         p.sent_at = time.monotonic()
         self._pending[seq] = p
 
+    def _notify(
+        self, kind: str, header: dict[str, Any], arrays: dict[str, np.ndarray], step: int | None = None
+    ) -> None:
+        """Send a notification under the current session, or drop it (counted) when there is none."""
+        if self._fatal is not None or self.session is None:
+            self.stats.notifications_dropped += 1
+            return
+        seq = self._send(dict(header, session=self.session), arrays)
+        if seq is None:
+            self.stats.notifications_dropped += 1
+            return
+        if kind == CONTEXT:
+            self.stats.contexts += 1
+        else:
+            self.stats.executed += 1
+        self._notes[seq] = (kind, self.session, step)
+        while len(self._notes) > self.config.max_tracked_notifications:
+            self._notes.popitem(last=False)
+
+    def _notify_context(self, context: EpisodeContext, data: dict[str, Any]) -> None:
+        # the episode to replay after a reconnect follows the scene: the one in force, or one in flight
+        if self._replay is not None:
+            self._replay = context
+        for p in list(self._pending.values()) + self._waiting:
+            if p.kind == EPISODE:
+                p.context = context
+        self._notify(CONTEXT, {"type": CONTEXT, "context": data}, {})
+
     def _send_hello(self, now: float) -> None:
         seq = self._send({"type": HELLO, "client": self.config.name, "control_hz": float(self.config.control_hz)})
         if seq is not None:
@@ -666,6 +817,7 @@ class PolicyClient:
     def _reset_spec(self) -> None:
         self._first_welcome = None
         self._fatal = None
+        self._replay = None  # another policy: the caller starts a new episode
         self._lose_session()
 
     def _on_monitor(self) -> None:
@@ -716,6 +868,9 @@ class PolicyClient:
         if kind == ERROR and re == self._hello_seq and re is not None:
             self._on_hello_error(msg)
             return
+        if p is None and kind == ERROR and re in self._notes:
+            self._on_notification_error(self._notes.pop(re), msg)
+            return
         if p is None:
             if kind != PONG:  # pongs of heartbeats have no pending entry
                 self.stats.late_replies += 1
@@ -731,6 +886,8 @@ class PolicyClient:
         elif kind == CONFIGURED and p.kind == CONFIGURE:
             if not p.request.done():
                 p.request.set_result(dict(msg.get("steer")))
+        elif kind == EPISODE_STARTED and p.kind == EPISODE:
+            self._on_episode_started(p, msg)
         elif kind == PONG and p.kind == PING:
             if not p.request.done():
                 p.request.set_result(True)
@@ -782,6 +939,19 @@ class PolicyClient:
                     internal=True,
                 )
             )
+        # then the episode (a new session has none), unless the caller's own `episode` is about to go
+        if self._replay is not None and not first and not any(p.kind == EPISODE for p in self._waiting):
+            self._send_session_request(
+                _Pending(
+                    EPISODE,
+                    {"type": EPISODE, "context": context_to_wire(self._replay)},
+                    {},
+                    concurrent.futures.Future(),
+                    time.monotonic() + self.config.episode_timeout_s,
+                    internal=True,
+                    context=self._replay,
+                )
+            )
         waiting, self._waiting = self._waiting, []
         for p in waiting:
             self._start(p)
@@ -798,8 +968,43 @@ class PolicyClient:
             self._connect_error = err
             self._welcomed.notify_all()
 
+    def _on_episode_started(self, p: _Pending, msg: Message) -> None:
+        strategies = msg.get("strategies")
+        if not all(isinstance(n, str) for n in strategies):
+            self.stats.bad_replies += 1
+            self._fail(p, TransportError("episode_started: 'strategies' must be a list of names"))
+            return
+        result = {
+            "session": msg.get("session"),
+            "episode": msg.get("episode"),
+            "steer": dict(msg.get("steer")),
+            "strategies": list(strategies),
+        }
+        self.stats.episodes += 1
+        self._replay = p.context  # the episode in force now: re-sent after a reconnect
+        self.episode = result
+        if p.internal:
+            self._event("episode_replayed", **result)
+        elif not p.request.done():
+            p.request.set_result(result)
+
+    def _on_notification_error(self, note: tuple[str, str | None, int | None], msg: Message) -> None:
+        kind, session, step = note
+        code, message = msg.get("code"), msg.get("message")
+        self.stats.notification_errors += 1
+        if code == NO_SESSION and session == self.session:
+            self._lose_session()  # the server no longer knows our session: hello again (and replay)
+        fields: dict[str, Any] = {"code": code, "message": message}
+        if step is not None:
+            fields["step"] = step
+        self._event(f"{kind}_error", **fields)
+
     def _on_error(self, p: _Pending, msg: Message) -> None:
         code, message = msg.get("code"), msg.get("message")
+        if p.internal and p.kind == EPISODE:
+            self.stats.errors += 1
+            self._event("episode_replay_failed", code=code, message=message)
+            return
         if code == NO_SESSION and not p.internal:
             if p.session == self.session:
                 self._lose_session()  # the server no longer knows our session: hello again

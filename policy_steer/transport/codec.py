@@ -1,10 +1,13 @@
-"""PROTOCOL.md's wire format: frame 0 a msgpack header, frames 1..n one raw little-endian array each.
+"""The wire format of docs/protocol.md: frame 0 a msgpack header, frames 1..n one raw little-endian array each.
 
 Decoding never unpickles, evals or imports anything. Every limit is checked on sizes the header
 *declares* before an array is touched, and arrays are read-only ``np.frombuffer`` views on the
 received frames (nothing is copied or allocated per array). Every failure is a
-:class:`~policy_steer.transport.errors.ProtocolError` with PROTOCOL.md's code and a message that
+:class:`~policy_steer.transport.errors.ProtocolError` with the protocol's code and a message that
 names the key or array at fault; ``re`` is set as soon as the header's ``seq`` could be read.
+
+``version`` (default :data:`~policy_steer.transport.messages.PROTOCOL_VERSION`) is the ``v`` a side
+writes and accepts; a message of another version is a ``version`` error that names the spec.
 """
 
 from __future__ import annotations
@@ -26,9 +29,16 @@ from policy_steer.transport.errors import (
     VERSION,
     ProtocolError,
 )
-from policy_steer.transport.messages import HEADER_KEYS, PROTOCOL_VERSION, Message, check_header, is_int
+from policy_steer.transport.messages import (
+    HEADER_KEYS,
+    PROTOCOL_VERSION,
+    SPEC_DOC,
+    Message,
+    check_header,
+    is_int,
+)
 
-# PROTOCOL.md: nothing else (no object, string, void or complex types).
+# docs/protocol.md: nothing else (no object, string, void or complex types).
 ALLOWED_DTYPES = frozenset({"|b1", "|u1", "|i1", "<u2", "<i2", "<i4", "<i8", "<f2", "<f4", "<f8"})
 FLOAT_DTYPES = frozenset({"<f2", "<f4", "<f8"})
 _INT64 = (-(2**63), 2**63 - 1)
@@ -36,14 +46,14 @@ _INT64 = (-(2**63), 2**63 - 1)
 
 @dataclass(frozen=True)
 class Limits:
-    """PROTOCOL.md's limits (the first five) plus bounds on the header frame itself."""
+    """The protocol's limits (the first five) plus bounds on the header frame itself."""
 
     max_message_bytes: int = 64 * 2**20
     max_arrays: int = 32
     max_dims: int = 8
     max_name_chars: int = 128
     max_string_chars: int = 4096
-    # Not in PROTOCOL.md: the header is small metadata; these bound what msgpack may build from it.
+    # Not in the v1 spec (named in v2's): the header is small metadata; these bound what msgpack may build from it.
     max_header_bytes: int = 256 * 1024
     max_container_items: int = 1024
     max_depth: int = 16
@@ -156,14 +166,30 @@ def _array_specs(header: dict[str, Any], limits: Limits, re: int | None) -> list
     return specs
 
 
+def version_message(got: int, speaks: int) -> str:
+    """The ``version`` error's message: what arrived, what this side speaks, where the spec is."""
+    text = f"protocol version {got} is not supported: this side speaks version {speaks} (spec: {SPEC_DOC})"
+    if speaks == PROTOCOL_VERSION and got == 1:
+        text += (
+            "; version 1 clients are refused because they cannot send the episode context that steering"
+            " needs (a v1 robot would get unsteered chunks without being told): upgrade the client to version 2"
+        )
+    return text
+
+
 def decode(
-    frames: Sequence[Any], accept: Iterable[str] | None = None, limits: Limits = DEFAULT_LIMITS, type_keys: bool = True
+    frames: Sequence[Any],
+    accept: Iterable[str] | None = None,
+    limits: Limits = DEFAULT_LIMITS,
+    type_keys: bool = True,
+    version: int = PROTOCOL_VERSION,
 ) -> Message:
     """Frames (bytes, memoryviews or pyzmq Frames, identity frame already removed) -> Message.
 
     ``accept``: the types this side takes (others get ``unknown_type``); ``None`` accepts any string
     type. With ``type_keys`` known types have their own header keys checked as well (telemetry
-    headers reuse type names with other keys, so its subscriber turns this off).
+    headers reuse type names with other keys, so its subscriber turns this off). ``version``: the
+    only ``v`` accepted (another is a ``version`` error carrying the peer's version).
     """
     if not frames:
         raise ProtocolError(BAD_HEADER, "empty message: no header frame")
@@ -179,10 +205,8 @@ def decode(
         raise ProtocolError(BAD_HEADER, "header key 'v' (protocol version) is missing", re)
     if not is_int(header["v"]):
         raise ProtocolError(BAD_HEADER, f"header key 'v' must be int, got {type(header['v']).__name__}", re)
-    if header["v"] != PROTOCOL_VERSION:
-        raise ProtocolError(
-            VERSION, f"protocol version {header['v']} is not supported (this side speaks {PROTOCOL_VERSION})", re
-        )
+    if header["v"] != version:
+        raise ProtocolError(VERSION, version_message(header["v"], version), re, peer_version=header["v"])
     msg_type = header.get("type")
     if not isinstance(msg_type, str):
         raise ProtocolError(BAD_HEADER, "header key 'type' must be a string", re)
@@ -225,15 +249,18 @@ def wire_array(arr: Any) -> np.ndarray:
     return arr
 
 
-def encode(header: Mapping[str, Any], arrays: Mapping[str, Any] | None = None) -> list[Any]:
+def encode(
+    header: Mapping[str, Any], arrays: Mapping[str, Any] | None = None, version: int = PROTOCOL_VERSION
+) -> list[Any]:
     """header fields (``type``, ``seq`` and the type's keys) + arrays -> frames for ``send_multipart``.
 
-    ``v`` and ``arrays`` are filled in, ``stamp`` too unless given. Array frames are memoryviews on
-    the arrays (no copy): send them with ``copy=False`` and do not write into the arrays meanwhile.
+    ``v`` (``version``) and ``arrays`` are filled in, ``stamp`` too unless given. Array frames are
+    memoryviews on the arrays (no copy): send them with ``copy=False`` and do not write into the
+    arrays meanwhile.
     """
     arrs = [(name, wire_array(a)) for name, a in (arrays or {}).items()]
     full = dict(header)
-    full["v"] = PROTOCOL_VERSION
+    full["v"] = int(version)
     full.setdefault("stamp", time.monotonic())
     full["arrays"] = [{"name": n, "dtype": a.dtype.str, "shape": list(a.shape)} for n, a in arrs]
     frames: list[Any] = [msgpack.packb(full, use_bin_type=True)]

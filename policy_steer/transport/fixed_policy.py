@@ -1,8 +1,9 @@
 """A policy that returns the same chunk for every observation: a tool for transport tests and benchmarks.
 
-It is not a model and not a stand-in for lerobot: it serves the server protocol (``spec`` +
-``predict_chunk``) so that only the transport is timed, and it can echo what reached it (sums of the
-arrays, the task, the step) so tests can check that the server delivered the observation intact.
+It is not a model and not a stand-in for lerobot: it implements the whole served-policy contract
+(:class:`~policy_steer.transport.inference.ServedPolicy`, and :class:`~policy_steer.transport.inference.BatchPolicy`
+for batching) so that only the transport is timed, and it can echo what reached it (sums of the arrays,
+the task, the step, the episode context) so tests can check that the server delivered it intact.
 
 Run a server with it (no torch import; starts in well under a second)::
 
@@ -21,7 +22,18 @@ from typing import Any
 import numpy as np
 
 from policy_steer.config import StrList, parse_config
-from policy_steer.types import OBS_STATE, STEP, TASK, Chunk, FeatureSpec, Observation, PolicySpec, image_key
+from policy_steer.errors import CONTEXT_MISMATCH, ConfigError, SteeringRefused
+from policy_steer.types import (
+    OBS_STATE,
+    STEP,
+    TASK,
+    Chunk,
+    EpisodeContext,
+    FeatureSpec,
+    Observation,
+    PolicySpec,
+    image_key,
+)
 
 
 def fixed_spec(
@@ -48,11 +60,30 @@ def fixed_spec(
     )
 
 
+def context_summary(context: EpisodeContext | None) -> dict[str, Any] | None:
+    """What the echo says about an episode context: its fields and the scene's object names and positions."""
+    if context is None:
+        return None
+    scene = context.scene
+    return {
+        "instruction": context.instruction,
+        "task": context.task,
+        "variant": context.variant,
+        "seed": context.seed,
+        "stamp": context.stamp,
+        "objects": None if scene is None else {o.name: list(o.position) for o in scene.objects},
+        "robot": None if context.robot is None else context.robot.action_mode,
+    }
+
+
 class FixedChunkPolicy:
     """``predict_chunk`` returns ``actions`` (default: ``actions[i, j] = i + j / 100``) after ``delay_s``.
 
-    ``echo``: put what arrived in ``info["echo"]`` (step, task, prefix rows, the sum of each array).
-    ``fail_task``: raise RuntimeError when the observation's task equals it (the server's ``internal`` path).
+    ``echo``: put what arrived in ``info["echo"]`` (step, task, prefix rows, the sum of each array, the
+    episode context). ``fail_task``: raise RuntimeError when the observation's task equals it (the
+    server's ``internal`` path). ``trained_task``: an episode context for another task is refused
+    ``context_mismatch``, as a checkpoint with a known task refuses it. It runs no strategies: every
+    chunk says ``strategies: {}``.
     """
 
     def __init__(
@@ -62,6 +93,7 @@ class FixedChunkPolicy:
         delay_s: float = 0.0,
         echo: bool = False,
         fail_task: str | None = None,
+        trained_task: str | None = None,
     ) -> None:
         self.spec = spec
         if actions is None:
@@ -77,6 +109,11 @@ class FixedChunkPolicy:
         self.configure_calls = 0
         self.steer: dict[str, Any] = {}
         self.task: str | None = None
+        self.trained_task = trained_task
+        # per session (export_session_state / import_session_state)
+        self.context: EpisodeContext | None = None
+        self.episodes = 0
+        self.ended_sessions: list[str] = []
 
     def predict_chunk(self, obs: Observation, prefix: np.ndarray | None = None, start_step: int | None = None) -> Chunk:
         self.calls += 1
@@ -90,15 +127,26 @@ class FixedChunkPolicy:
         self.batches.append(len(items))
         if self.delay_s:
             time.sleep(self.delay_s)
-        return [self._chunk(it.obs, it.prefix, it.start_step, new_episode=it.new_episode) for it in items]
+        return [
+            self._chunk(it.obs, it.prefix, it.start_step, new_episode=it.new_episode, context=it.context)
+            for it in items
+        ]
+
+    def end_session(self, session_id: str) -> None:
+        self.ended_sessions.append(session_id)
 
     def _chunk(
-        self, obs: Observation, prefix: np.ndarray | None, start_step: int | None, new_episode: bool | None = None
+        self,
+        obs: Observation,
+        prefix: np.ndarray | None,
+        start_step: int | None,
+        new_episode: bool | None = None,
+        context: EpisodeContext | None = None,
     ) -> Chunk:
         if self.fail_task is not None and obs.get(TASK) == self.fail_task:
             raise RuntimeError(f"fixed policy told to fail on task {self.fail_task!r}")
         step = int(obs.get(STEP, 0)) if start_step is None else int(start_step)
-        info: dict[str, Any] = {"latency_ms": self.delay_s * 1e3, "steer": {}}
+        info: dict[str, Any] = {"latency_ms": self.delay_s * 1e3, "steer": {}, "strategies": {}}
         if self.echo:
             info["echo"] = {
                 "step": int(obs.get(STEP, -1)),
@@ -110,6 +158,8 @@ class FixedChunkPolicy:
                 "resets": self.resets,
                 "configure_calls": self.configure_calls,
                 "new_episode": new_episode,
+                "context": context_summary(self.context if context is None else context),
+                "episodes": self.episodes,
             }
         return Chunk(actions=self.actions.copy(), start_step=step, info=info)
 
@@ -122,8 +172,30 @@ class FixedChunkPolicy:
         self.steer = dict(steer or {})
         return dict(self.steer)
 
-    def reset(self) -> None:
+    def start_episode(self, context: EpisodeContext | None = None, seed: int | None = None) -> dict[str, Any]:
+        """A new episode; a context for a task other than ``trained_task`` is refused (nothing changes)."""
+        context = context or EpisodeContext()
+        if self.trained_task is not None and context.task is not None and context.task != self.trained_task:
+            raise SteeringRefused(
+                CONTEXT_MISMATCH,
+                f"the context is for task {context.task!r}; this policy serves {self.trained_task!r}",
+                strategy="policy",
+            )
         self.resets += 1
+        self.episodes += 1
+        self.context = context
+        return {"method": str(self.steer.get("method", "none")), "strategies": []}
+
+    def update_context(self, context: EpisodeContext) -> None:
+        if self.context is None:
+            raise ConfigError("update_context before start_episode: no episode is running")
+        self.context = context
+
+    def export_session_state(self) -> Any:
+        return {"context": self.context, "episodes": self.episodes}
+
+    def import_session_state(self, state: Any) -> None:
+        self.context, self.episodes = state["context"], state["episodes"]
 
 
 @dataclass
@@ -142,6 +214,7 @@ class FixedServeConfig:
     delay_s: float = 0.0
     echo: bool = False
     fail_task: str | None = None
+    trained_task: str | None = None  # an episode context for another task is refused context_mismatch
     session_timeout_s: float = 30.0
     max_sessions: int = 64
     max_batch: int = 1
@@ -163,7 +236,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = parse_config(FixedServeConfig, list(sys.argv[1:] if argv is None else argv))
         spec = fixed_spec(cfg.state_dim, _parse_cameras(cfg.cameras), cfg.horizon, cfg.action_dim, cfg.control_hz)
-        policy = FixedChunkPolicy(spec, delay_s=cfg.delay_s, echo=cfg.echo, fail_task=cfg.fail_task)
+        policy = FixedChunkPolicy(
+            spec, delay_s=cfg.delay_s, echo=cfg.echo, fail_task=cfg.fail_task, trained_task=cfg.trained_task
+        )
         server = PolicyServer(
             policy,
             ServerConfig(

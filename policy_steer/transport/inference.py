@@ -3,27 +3,41 @@
 The socket thread keeps answering ``ping`` (and rejecting bad messages) while a chunk is computed;
 torch releases the GIL inside its kernels, so that thread gets time even on a busy CPU.
 
-What the server needs from a policy (:class:`ServedPolicy`) is small: ``spec`` and ``predict_chunk``.
-Optional hooks, used when present:
+What the server needs from a policy is declared, never looked up by name: :class:`ServedPolicy`
+(a :class:`~policy_steer.steered_policy.SteeredPolicy`, the fixed-chunk test policy, ...):
 
-- ``configure(task=..., steer=...) -> dict``: the instruction and steering settings of the session
-  whose job runs next; returns the settings in force. ``steer`` is the session's whole map (``{}``
-  means the defaults); it is called only when the settings differ from the last ones applied.
-- ``reset()``: forget observation history (a new session or episode, or another session's turn).
-- ``export_session_state() -> Any`` / ``import_session_state(state)``: move per-episode state (an
-  observation history) in and out, so several sessions can share one model without mixing their
-  histories. Without them the policy is ``reset()`` whenever the session changes, which is correct
-  but drops history (lerobot then pads with the current frame, as at an episode start).
+- ``spec``: what ``welcome`` promises;
+- ``configure(task=..., steer=...) -> dict``: the instruction and the whole steering map of the
+  session whose job runs next (``{}``: the policy's defaults); returns the settings in force. Raises
+  :class:`~policy_steer.errors.SteeringRefused` (its ``code`` goes on the wire) or another
+  ConfigError/ValueError (``bad_header``) and then changes nothing. Called only when the settings
+  differ from those in force;
+- ``start_episode(context, seed=None) -> dict``: a new episode with that
+  :class:`~policy_steer.types.EpisodeContext` (history cleared, noise reseeded when ``context.seed``
+  is set); the dict names the strategies in force under ``"strategies"``. Raises SteeringRefused and
+  changes nothing when a strategy cannot act with the context;
+- ``update_context(context)``: the scene changed mid-episode;
+- ``predict_chunk(obs, prefix=None, start_step=None) -> Chunk``: ``info["strategies"]`` maps each
+  strategy to whether it acted, ``info["steer"]`` holds their figures;
+- ``export_session_state() -> Any`` / ``import_session_state(state)``: everything per episode
+  (history, noise stream, context, the strategies' episode state), so sessions share one model
+  without mixing their episodes. The state the policy holds when the worker is built (no episode
+  running) is what every new session starts from.
 
-A session's episode restarts (``reset``) when the session is new and when an ``observe`` carries a
-``step`` lower than the session's previous one.
+Sessions and episodes (``docs/protocol.md``): before one of a session's jobs runs, its settings are
+put in force and its state imported (the previous session's exported). A session's first
+``observe`` without an ``episode`` starts an implicit episode with an empty context (the instruction
+from the observe's or the configured ``task``); a strategy that refuses that makes the observe fail
+with the refusal's code: a chunk is never computed unsteered in silence. In an implicit episode an
+``observe`` whose ``step`` is lower than the previous one starts a new implicit episode (v1's rule);
+an explicit episode ends only with the next ``episode``.
 
-Batching (``max_batch > 1``, and the policy has ``predict_chunks(items: list[BatchItem]) -> list[Chunk]``):
-queued observes of different sessions with the same steering settings run as one call. The policy
-then keeps per-session state itself, keyed by ``BatchItem.session`` (``new_episode`` says when to
-clear it; ``end_session(session_id)``, if present, says when a session is gone), the instruction
-travels in each observation's ``task``, and ``configure`` receives ``task=None``. Every observe
-goes through ``predict_chunks`` then, alone or not.
+Batching (``max_batch > 1`` and the policy is also a :class:`BatchPolicy`): queued observes of
+different sessions with the same steering settings run as one ``predict_chunks(items)`` call. The
+policy keeps per-session model state itself, keyed by ``BatchItem.session`` (``new_episode`` says
+when to clear it, ``context`` is the session's episode context; ``end_session(session_id)`` says when
+a session is gone), the instruction travels in each observation's ``task``, and ``configure``
+receives ``task=None``. Episodes are still started (and refused) through ``start_episode``.
 """
 
 from __future__ import annotations
@@ -37,20 +51,35 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from policy_steer.errors import PolicySteerError
+from policy_steer.errors import ConfigError, PolicySteerError, SteeringRefused
 from policy_steer.transport.codec import encode, to_wire
-from policy_steer.transport.errors import BAD_ARRAY, BAD_HEADER, INTERNAL, NO_SESSION, ProtocolError
-from policy_steer.transport.messages import ACTIONS, CHUNK, CONFIGURED
-from policy_steer.transport.scheduler import OBSERVE_JOB, Job, JobQueue
+from policy_steer.transport.errors import (
+    BAD_ARRAY,
+    BAD_CONTEXT,
+    BAD_HEADER,
+    INTERNAL,
+    NO_EPISODE,
+    NO_SESSION,
+    ProtocolError,
+)
+from policy_steer.transport.messages import ACTIONS, CHUNK, CONFIGURED, EPISODE_STARTED
+from policy_steer.transport.scheduler import (
+    CONFIGURE_JOB,
+    CONTEXT_JOB,
+    EPISODE_JOB,
+    OBSERVE_JOB,
+    Job,
+    JobQueue,
+)
 from policy_steer.transport.sessions import Session
-from policy_steer.types import STAMP, STEP, TASK, Chunk, PolicySpec
+from policy_steer.types import STAMP, STEP, TASK, Chunk, EpisodeContext, PolicySpec
 
 log = logging.getLogger(__name__)
 
 
 @runtime_checkable
 class ServedPolicy(Protocol):
-    """Anything with a spec and ``predict_chunk`` (a SteeredPolicy, the fixed-chunk test policy, ...)."""
+    """What the server runs (see the module docstring for each member's contract)."""
 
     spec: PolicySpec
 
@@ -58,16 +87,59 @@ class ServedPolicy(Protocol):
         self, obs: dict[str, Any], prefix: np.ndarray | None = None, start_step: int | None = None
     ) -> Chunk: ...
 
+    def configure(self, task: str | None = None, steer: dict[str, Any] | None = None) -> dict[str, Any]: ...
+
+    def start_episode(self, context: EpisodeContext | None = None, seed: int | None = None) -> dict[str, Any]: ...
+
+    def update_context(self, context: EpisodeContext) -> None: ...
+
+    def export_session_state(self) -> Any: ...
+
+    def import_session_state(self, state: Any) -> None: ...
+
 
 @dataclass
 class BatchItem:
-    """One observe of a batch: whose it is, what it saw, and where its chunk starts."""
+    """One observe of a batch: whose it is, what it saw, where its chunk starts, its episode."""
 
     session: str
     obs: dict[str, Any]
     prefix: np.ndarray | None
     start_step: int
     new_episode: bool
+    context: EpisodeContext | None = None
+    episode: int = 0
+
+
+@runtime_checkable
+class BatchPolicy(Protocol):
+    """A policy that can compute several sessions' chunks in one call (``max_batch > 1``)."""
+
+    def predict_chunks(self, items: list[BatchItem]) -> list[Chunk]: ...
+
+    def end_session(self, session_id: str) -> None: ...
+
+
+SERVED_MEMBERS = (
+    "spec",
+    "predict_chunk",
+    "configure",
+    "start_episode",
+    "update_context",
+    "export_session_state",
+    "import_session_state",
+)
+
+
+def check_served_policy(policy: Any) -> None:
+    """ConfigError naming the members of the ServedPolicy contract that ``policy`` lacks."""
+    if isinstance(policy, ServedPolicy):
+        return
+    missing = sorted(set(SERVED_MEMBERS) - set(dir(policy)))
+    raise ConfigError(
+        f"{type(policy).__name__} cannot be served: it lacks {', '.join(missing)} "
+        "(the ServedPolicy contract in policy_steer/transport/inference.py)"
+    )
 
 
 class Outgoing:
@@ -90,11 +162,15 @@ class Outgoing:
         self.kind = kind
 
 
-def error_frames(seq: int, code: str, message: str, re: int | None) -> list[Any]:
+def error_frames(seq: int, code: str, message: str, re: int | None, version: int | None = None) -> list[Any]:
     header: dict[str, Any] = {"type": "error", "seq": seq, "code": code, "message": message[:1000]}
     if re is not None:
         header["re"] = re
-    return encode(header)
+    return encode(header) if version is None else encode(header, version=version)
+
+
+def _refusal(e: SteeringRefused, what: str, re: int) -> ProtocolError:
+    return ProtocolError(e.code, f"{what} refused: {e.reason}", re)
 
 
 class InferenceWorker(threading.Thread):
@@ -109,23 +185,26 @@ class InferenceWorker(threading.Thread):
         max_batch: int = 1,
     ) -> None:
         super().__init__(name="policy-steer-inference", daemon=True)
+        check_served_policy(policy)
         self.policy = policy
         self.spec = policy.spec
         self.queue = queue
         self.post = post
         self.next_seq = next_seq
-        self.active: Session | None = None
-        self.applied: tuple[str | None, dict[str, Any]] | None = None
-        self.stateful = callable(getattr(policy, "export_session_state", None)) and callable(
-            getattr(policy, "import_session_state", None)
-        )
-        self.configurable = callable(getattr(policy, "configure", None))
-        self.max_batch = max_batch if callable(getattr(policy, "predict_chunks", None)) else 1
-        if max_batch > 1 and self.max_batch == 1:
+        self.batcher: BatchPolicy | None = policy if isinstance(policy, BatchPolicy) and max_batch > 1 else None
+        self.max_batch = max_batch if self.batcher is not None else 1
+        if max_batch > 1 and self.batcher is None:
             log.warning(
-                "max_batch=%d ignored: the policy (%s) has no predict_chunks; observes run one at a time",
-                max_batch, type(policy).__name__,
+                "max_batch=%d ignored: the policy (%s) is not a BatchPolicy (predict_chunks, end_session); "
+                "observes run one at a time",
+                max_batch,
+                type(policy).__name__,
             )
+        # A session with no episode starts from the state the policy is in now (nothing started).
+        self.blank = policy.export_session_state()
+        self.active: Session | None = None
+        self.applied: tuple[str | None, dict[str, Any]] | None = None  # (task, steer) given to configure
+        self.in_force: dict[str, Any] = {}  # what configure returned for them
         self.batch_sizes: list[int] = []
         self._known: dict[str, Session] = {}  # sessions the batching policy has seen
         self._stopping = threading.Event()
@@ -136,12 +215,12 @@ class InferenceWorker(threading.Thread):
     def run(self) -> None:
         while not self._stopping.is_set():
             job = self.queue.take(timeout_s=0.2)
-            if self.max_batch > 1:
+            if self.batcher is not None:
                 self._forget_closed_sessions()
             if job is None:
                 continue
             jobs = [job]
-            if job.kind == OBSERVE_JOB and self.max_batch > 1 and not job.session.closed:
+            if job.kind == OBSERVE_JOB and self.batcher is not None and not job.session.closed:
                 steer = job.session.steer
                 jobs += self.queue.take_more_observes(
                     jobs, self.max_batch - 1, lambda j, steer=steer: j.session.steer == steer and not j.session.closed
@@ -151,111 +230,186 @@ class InferenceWorker(threading.Thread):
                     raise ProtocolError(
                         NO_SESSION, "the session closed (expired or replaced by a new hello) before its turn", job.seq
                     )
-                if job.kind != OBSERVE_JOB:
+                if job.kind == CONFIGURE_JOB:
                     self._configure(job)
-                elif self.max_batch > 1:
+                elif job.kind == EPISODE_JOB:
+                    self._episode(job)
+                elif job.kind == CONTEXT_JOB:
+                    self._context(job)
+                elif self.batcher is not None:
                     self._observe_batch(jobs)
                 else:
                     self._observe(job)
             except ProtocolError as e:
                 for j in jobs:
-                    self.post(
-                        Outgoing(j.identity, error_frames(self.next_seq(), e.code, e.message, j.seq), kind=e.code)
-                    )
+                    self._post_error(j, e.code, e.message)
+            except SteeringRefused as e:  # from a call not expected to refuse (predict_chunk): its code still
+                for j in jobs:
+                    self._post_error(j, e.code, f"{job.kind} refused: {e.reason}")
             except Exception as e:  # never let a policy bug end the thread
                 log.exception("%s job of session %s failed", job.kind, job.session.id)
-                code = (
-                    (BAD_ARRAY if job.kind == OBSERVE_JOB else BAD_HEADER)
-                    if isinstance(e, PolicySteerError)
-                    else INTERNAL
-                )
-                what = "the policy refused the observation" if job.kind == OBSERVE_JOB else "configure failed"
-                msg = f"{what}: {type(e).__name__}: {e}"
+                code = INTERNAL
+                if isinstance(e, PolicySteerError):
+                    code = {OBSERVE_JOB: BAD_ARRAY, CONFIGURE_JOB: BAD_HEADER}.get(job.kind, BAD_CONTEXT)
+                what = "the policy refused the observation" if job.kind == OBSERVE_JOB else f"{job.kind} failed"
                 for j in jobs:
-                    self.post(Outgoing(j.identity, error_frames(self.next_seq(), code, msg, j.seq), kind=code))
+                    self._post_error(j, code, f"{what}: {type(e).__name__}: {e}")
             finally:
                 for j in jobs:
                     j.frames = []  # release the received buffers now
 
+    def _post_error(self, job: Job, code: str, message: str) -> None:
+        self.post(Outgoing(job.identity, error_frames(self.next_seq(), code, message, job.seq), kind=code))
+
     # --- sessions ---------------------------------------------------------------------------------
-    def _reset(self) -> None:
-        reset = getattr(self.policy, "reset", None)
-        if callable(reset):
-            reset()
+    def _settings_of(self, session: Session, task: str | None = None, steer: dict[str, Any] | None = None):
+        """(task, steer) as configure gets them; batching policies get task=None (it travels per observation)."""
+        task = session.task if task is None else task
+        return (None if self.batcher is not None else task), dict(session.steer if steer is None else steer)
 
-    def _activate(self, session: Session, apply_settings: bool = True) -> None:
-        """Make ``session``'s history and settings the policy's before one of its jobs runs."""
-        if self.active is not session:
-            if self.stateful and self.active is not None and not self.active.closed:
-                self.active.policy_state = self.policy.export_session_state()
-            if self.stateful and session.policy_state is not None and not session.needs_reset:
-                self.policy.import_session_state(session.policy_state)
-            else:
-                session.needs_reset = True
-            self.active = session
-        if session.needs_reset:
-            self._reset()
-            session.needs_reset = False
-        if apply_settings:
-            self._apply_settings(session)
+    def _activate(self, session: Session) -> None:
+        """Make ``session``'s settings and per-episode state the policy's before one of its jobs runs.
 
-    def _apply_settings(self, session: Session, force: bool = False) -> Any:
-        """Call the policy's ``configure`` hook if the session's settings are not the ones in force.
-
-        Batching policies get ``task=None``: their instruction travels in each observation.
+        New settings are put in force on the empty state (no episode, so nothing is re-checked or
+        reset), then the session's own state is imported on top.
         """
-        task = None if self.max_batch > 1 else session.task
-        wanted = (task, dict(session.steer))
-        if not self.configurable or (self.applied == wanted and not force):
-            return None
-        self.applied = None  # unknown until the hook returns
-        in_force = self.policy.configure(task=task, steer=dict(session.steer))
-        self.applied = wanted
-        return in_force
+        wanted = self._settings_of(session)
+        if self.active is session and self.applied == wanted:
+            return
+        if self.active is not None and not self.active.closed:
+            self.active.policy_state = self.policy.export_session_state()
+        self.active = None
+        if self.applied != wanted:
+            self.applied = None  # unknown until configure returns
+            self.policy.import_session_state(self.blank)
+            self.in_force = dict(self.policy.configure(task=wanted[0], steer=dict(wanted[1])))
+            self.applied = wanted
+        self.policy.import_session_state(self.blank if session.policy_state is None else session.policy_state)
+        self.active = session
+
+    def _instruction(self, job: Job) -> str | None:
+        """The observation's instruction: the observe's ``task``, else the configured one, else the context's."""
+        s = job.session
+        if job.task is not None:
+            return job.task
+        if s.task is not None:
+            return s.task
+        return None if s.context is None else s.context.instruction
+
+    def _ensure_episode(self, job: Job) -> bool:
+        """Start the implicit episode an observe needs (True when one started); refusals carry their code."""
+        s = job.session
+        restart = s.episode == 0 or (not s.explicit and s.last_step is not None and job.step < s.last_step)
+        if not restart:
+            return False
+        context = EpisodeContext(instruction=self._instruction(job))
+        try:
+            self.policy.start_episode(context)
+        except SteeringRefused as e:
+            raise ProtocolError(
+                e.code,
+                f"observe refused: the session has no episode context and {e.reason}; "
+                "send `episode` with the context first (docs/protocol.md)",
+                job.seq,
+            ) from None
+        s.episode += 1
+        s.explicit = False
+        s.context = None  # none was sent: later observes take no instruction from this one
+        s.last_step = None
+        event = {"session": s.id, "event": "episode_started", "episode": s.episode, "implicit": True}
+        self.post(Outgoing(job.identity, [], telemetry=("event", event, {}), kind="telemetry"))
+        return True
 
     # --- jobs ---------------------------------------------------------------------------------------
     def _configure(self, job: Job) -> None:
         session = job.session
-        before = (session.task, dict(session.steer))
-        if job.task is not None:
-            session.task = job.task
+        task = job.task if job.task is not None else session.task
+        steer = dict(session.steer)
         for k, v in (job.steer or {}).items():  # a key set to None returns it to its default
             if v is None:
-                session.steer.pop(k, None)
+                steer.pop(k, None)
             else:
-                session.steer[k] = v
-        in_force: Any = dict(session.steer)
-        if self.configurable:
-            try:
-                if self.max_batch <= 1:
-                    self._activate(session, apply_settings=False)
-                in_force = self._apply_settings(session, force=True)  # one call; it says what is in force
-            except (PolicySteerError, ValueError, KeyError, TypeError) as e:
-                session.task, session.steer = before[0], before[1]
-                raise ProtocolError(BAD_HEADER, f"configure: steer refused: {type(e).__name__}: {e}", job.seq) from None
+                steer[k] = v
+        self._activate(session)  # the session's episode, under its settings so far
+        wanted = self._settings_of(session, task, steer)
+        try:
+            in_force = self.policy.configure(task=wanted[0], steer=dict(wanted[1]))
+        except SteeringRefused as e:
+            self.applied = None  # put the session's old settings back in force before its next job
+            raise _refusal(e, "configure", job.seq) from None
+        except (PolicySteerError, ValueError, KeyError, TypeError) as e:
+            self.applied = None
+            raise ProtocolError(BAD_HEADER, f"configure: steer refused: {type(e).__name__}: {e}", job.seq) from None
+        session.task, session.steer = task, steer
+        self.applied, self.in_force = wanted, dict(in_force)
         header = {
             "type": CONFIGURED,
             "seq": self.next_seq(),
             "re": job.seq,
             "session": session.id,
-            "steer": to_wire(in_force if isinstance(in_force, dict) else {}),
+            "steer": to_wire(self.in_force),
         }
         self.post(Outgoing(job.identity, encode(header), kind=CONFIGURED))
+
+    def _episode(self, job: Job) -> None:
+        session = job.session
+        self._activate(session)
+        try:
+            started = self.policy.start_episode(job.context)
+        except SteeringRefused as e:
+            raise _refusal(e, "episode", job.seq) from None
+        except PolicySteerError as e:
+            raise ProtocolError(BAD_CONTEXT, f"episode: {e}", job.seq) from None
+        strategies = started.get("strategies") if isinstance(started, dict) else None
+        if not isinstance(strategies, (list, tuple)) or not all(isinstance(n, str) for n in strategies):
+            raise ProtocolError(
+                INTERNAL, f"start_episode returned {started!r:.200}; it must name the strategies in force", job.seq
+            )
+        session.episode += 1
+        session.explicit = True
+        session.context = job.context
+        session.last_step = None
+        header = {
+            "type": EPISODE_STARTED,
+            "seq": self.next_seq(),
+            "re": job.seq,
+            "session": session.id,
+            "episode": session.episode,
+            "steer": to_wire(self.in_force),
+            "strategies": [str(n) for n in strategies],
+        }
+        event = {"session": session.id, "event": "episode_started", "episode": session.episode,
+                 "implicit": False, "strategies": header["strategies"]}
+        self.post(Outgoing(job.identity, encode(header), telemetry=("event", event, {}), kind=EPISODE_STARTED))
+
+    def _context(self, job: Job) -> None:
+        session = job.session
+        if session.episode == 0:
+            raise ProtocolError(
+                NO_EPISODE, f"context: session {session.id} has no episode yet; send `episode` first", job.seq
+            )
+        self._activate(session)
+        try:
+            self.policy.update_context(job.context)
+        except SteeringRefused as e:
+            raise _refusal(e, "context", job.seq) from None
+        except PolicySteerError as e:
+            raise ProtocolError(BAD_CONTEXT, f"context: {e}", job.seq) from None
+        session.context = job.context
 
     def _observation(self, job: Job) -> dict[str, Any]:
         obs: dict[str, Any] = {k: np.array(v) for k, v in job.arrays.items()}  # writable, owned by the policy
         obs[STEP] = job.step
         obs[STAMP] = job.stamp
-        task = job.task if job.task is not None else job.session.task
+        task = self._instruction(job)
         if task is not None:
             obs[TASK] = task
         return obs
 
     def _observe(self, job: Job) -> None:
         session = job.session
-        if session.last_step is not None and job.step < session.last_step:
-            session.needs_reset = True  # the robot started a new episode
         self._activate(session)
+        self._ensure_episode(job)
         obs = self._observation(job)
         prefix = None if job.prefix is None else np.array(job.prefix)
         t0 = time.monotonic()
@@ -264,47 +418,49 @@ class InferenceWorker(threading.Thread):
         self._reply_chunk(job, chunk, t0, time.monotonic())
 
     def _observe_batch(self, jobs: list[Job]) -> None:
-        self._apply_settings(jobs[0].session)  # every job of the batch has the same steer settings
-        items = []
-        for job in jobs:
+        ready: list[tuple[Job, BatchItem]] = []
+        for job in jobs:  # every job of the batch has the same steer settings
             s = job.session
-            new_episode = s.needs_reset or (s.last_step is not None and job.step < s.last_step)
-            s.needs_reset = False
+            try:
+                self._activate(s)
+                new_episode = self._ensure_episode(job)
+            except ProtocolError as e:
+                self._post_error(job, e.code, e.message)
+                continue
             self._known[s.id] = s
             prefix = None if job.prefix is None else np.array(job.prefix)
-            items.append(
-                BatchItem(
-                    session=s.id,
-                    obs=self._observation(job),
-                    prefix=prefix,
-                    start_step=job.start_step,
-                    new_episode=new_episode,
-                )
+            item = BatchItem(
+                session=s.id,
+                obs=self._observation(job),
+                prefix=prefix,
+                start_step=job.start_step,
+                new_episode=new_episode,
+                context=s.context,
+                episode=s.episode,
             )
+            ready.append((job, item))
+        if not ready:
+            return
         t0 = time.monotonic()
-        chunks = self.policy.predict_chunks(items)
+        chunks = self.batcher.predict_chunks([item for _, item in ready])
         t1 = time.monotonic()
-        if not isinstance(chunks, (list, tuple)) or len(chunks) != len(jobs):
+        if not isinstance(chunks, (list, tuple)) or len(chunks) != len(ready):
             raise ProtocolError(
-                INTERNAL, f"predict_chunks returned {type(chunks).__name__} for {len(jobs)} observations"
+                INTERNAL, f"predict_chunks returned {type(chunks).__name__} for {len(ready)} observations"
             )
-        self.batch_sizes.append(len(jobs))
-        for job, chunk in zip(jobs, chunks):
+        self.batch_sizes.append(len(ready))
+        for (job, _), chunk in zip(ready, chunks):
             job.session.last_step = job.step
             try:
-                self._reply_chunk(job, chunk, t0, t1, batch=len(jobs))
+                self._reply_chunk(job, chunk, t0, t1, batch=len(ready))
             except ProtocolError as e:  # one bad chunk fails its own request only
-                self.post(
-                    Outgoing(job.identity, error_frames(self.next_seq(), e.code, e.message, job.seq), kind=e.code)
-                )
+                self._post_error(job, e.code, e.message)
 
     def _forget_closed_sessions(self) -> None:
-        end = getattr(self.policy, "end_session", None)
         for sid, s in list(self._known.items()):
             if s.closed:
                 del self._known[sid]
-                if callable(end):
-                    end(sid)
+                self.batcher.end_session(sid)
 
     def _reply_chunk(self, job: Job, chunk: Any, t0: float, t1: float, batch: int = 1) -> None:
         session = job.session
@@ -313,6 +469,9 @@ class InferenceWorker(threading.Thread):
         info.setdefault("latency_ms", (t1 - t0) * 1e3)
         if not isinstance(info.get("steer"), dict):
             info["steer"] = {}
+        if not isinstance(info.get("strategies"), dict):
+            info["strategies"] = {}  # a policy that reports none runs none
+        info["episode"] = session.episode
         info["queue_ms"] = (t0 - job.received) * 1e3
         info["server_ms"] = (time.monotonic() - job.received) * 1e3
         if batch > 1:
@@ -334,6 +493,7 @@ class InferenceWorker(threading.Thread):
                 "start_step": int(chunk.start_step),
                 "step": job.step,
                 "state_kind": job.state_kind,
+                "episode": session.episode,
                 "info": info,
             },
             {ACTIONS: actions},

@@ -1,9 +1,11 @@
 """Robot-side telemetry: what a robot process executed, and what happened to it, on its own PUB socket.
 
-PROTOCOL.md v1 names an ``action`` telemetry topic but has no message for a robot to report what it
-executed, and the protocol is not changed for it. The v1 convention, defined here, is that a robot
-process binds its **own** PUB endpoint with the same framing as the server's telemetry (a topic frame,
-then a msgpack header with ``session``, then raw arrays) and publishes two topics:
+Protocol v2 has the robot report every executed action to the policy server (``executed``,
+:meth:`~policy_steer.transport.client.PolicyClient.report_executed`), which republishes it on the
+server's telemetry (topic ``executed``), so one subscription to the server sees the whole loop. A
+robot process may also bind its **own** PUB endpoint, with the same framing as the server's telemetry
+(a topic frame, then a msgpack header with ``session``, then raw arrays), for what the server never
+sees (its link to the server may be down) and publishes two topics:
 
 - ``action``: every executed action (held or not), with its control step, the id and row of the chunk
   it came from, and the monotonic stamp at which it was commanded;

@@ -1,11 +1,19 @@
 """The queue between the socket thread and the inference thread.
 
-Jobs run one at a time, in arrival order. Each session has at most one *queued* ``observe``: when a
-newer one arrives the older is taken out and returned to the caller, which answers it ``busy``
-(PROTOCOL.md: the client has moved on). The newer one takes the older one's place in the line unless
-something else of the same session (a ``configure``) was queued after it, in which case it goes to
-the back so the session's own order is kept. The queue is therefore bounded by the number of
-sessions times (1 + ``max_configures``).
+Jobs (``observe``, ``configure``, ``episode``, ``context``) run one at a time, in arrival order, and
+a session's own jobs always run in the order the session sent them (a ``context`` sent before an
+``observe`` is applied before that observe's chunk is computed).
+
+Each session has at most one *queued* ``observe``: when a newer one arrives the older is taken out
+and returned to the caller, which answers it ``busy`` (the client has moved on). The newer one takes
+the older one's place in the line unless something else of the same session was queued after it, in
+which case it goes to the back so the session's own order is kept.
+
+A ``context`` is a whole snapshot of the scene, so a newer one replaces a queued one of the same
+session in place when nothing of that session was queued after it (nothing is answered: a context
+is a notification). Other jobs of a session (``configure``, ``episode``, ``context``) are bounded by
+``max_session_jobs``; one more is refused ``busy``. The queue is therefore bounded by the number of
+sessions times (1 + ``max_session_jobs``).
 """
 
 from __future__ import annotations
@@ -20,9 +28,13 @@ import numpy as np
 
 from policy_steer.transport.errors import BUSY, ProtocolError
 from policy_steer.transport.sessions import Session
+from policy_steer.types import EpisodeContext
 
 OBSERVE_JOB = "observe"
 CONFIGURE_JOB = "configure"
+EPISODE_JOB = "episode"
+CONTEXT_JOB = "context"
+JOB_KINDS = (OBSERVE_JOB, CONFIGURE_JOB, EPISODE_JOB, CONTEXT_JOB)
 
 
 @dataclass(eq=False)
@@ -42,12 +54,16 @@ class Job:
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
     prefix: np.ndarray | None = None
     steer: dict[str, Any] | None = None
+    context: EpisodeContext | None = None  # episode / context jobs: already checked against the schema
     frames: list[Any] = field(default_factory=list)  # keeps the received buffers alive for the views
+
+    def __post_init__(self) -> None:
+        assert self.kind in JOB_KINDS, self.kind
 
 
 class JobQueue:
-    def __init__(self, max_configures: int = 4) -> None:
-        self.max_configures = max_configures
+    def __init__(self, max_session_jobs: int = 8) -> None:
+        self.max_session_jobs = max_session_jobs
         self._jobs: deque[Job] = deque()
         self._cond = threading.Condition()
         self._closed = False
@@ -73,9 +89,18 @@ class JobQueue:
                 else:
                     self._jobs.append(job)
             else:
-                n = sum(1 for j in self._jobs if j.session is job.session and j.kind == CONFIGURE_JOB)
-                if n >= self.max_configures:
-                    raise ProtocolError(BUSY, f"{n} configure messages of this session are already queued", job.seq)
+                mine = [i for i, j in enumerate(self._jobs) if j.session is job.session]
+                if job.kind == CONTEXT_JOB and mine and self._jobs[mine[-1]].kind == CONTEXT_JOB:
+                    self._jobs[mine[-1]] = job  # the newer scene supersedes the queued one
+                    self._cond.notify()
+                    return None
+                n = sum(1 for i in mine if self._jobs[i].kind != OBSERVE_JOB)
+                if n >= self.max_session_jobs:
+                    raise ProtocolError(
+                        BUSY,
+                        f"{job.kind}: {n} configure/episode/context messages of this session are already queued",
+                        job.seq,
+                    )
                 self._jobs.append(job)
             self._cond.notify()
             return superseded
@@ -94,8 +119,8 @@ class JobQueue:
     def take_more_observes(self, batch: list[Job], max_n: int, compatible) -> list[Job]:
         """Up to ``max_n`` more queued observes of sessions not in ``batch`` for which ``compatible(job)``.
 
-        A session's own order is kept: once one of its jobs is skipped (a configure, or an observe
-        that does not fit), nothing later of that session is taken.
+        A session's own order is kept: once one of its jobs is skipped (a configure, episode or
+        context, or an observe that does not fit), nothing later of that session is taken.
         """
         taken: list[Job] = []
         with self._cond:

@@ -1,15 +1,24 @@
-"""The policy server: a ROUTER socket speaking PROTOCOL.md v1 in front of a :class:`ServedPolicy`.
+"""The policy server: a ROUTER socket speaking protocol v2 (``docs/protocol.md``) in front of a
+:class:`~policy_steer.transport.inference.ServedPolicy`.
 
 Two threads. The **socket thread** owns every socket: it decodes and checks each message, answers
 ``hello``, ``ping`` and every malformed message at once, validates ``observe`` arrays against the
-session's spec (names, dtype, shape, finite floats) and queues the valid ones. The **inference
-thread** (:mod:`.inference`) runs the policy and hands replies back through a wake-up socket.
+session's spec (names, dtype, shape, finite floats) and the episode context of ``episode`` and
+``context`` against its published schema, and queues the valid ones. It also takes ``executed``
+notifications (checked against the spec: ``action``/``commanded`` [A], ``state`` like
+``observation.state``) and republishes them on telemetry, without the inference thread. The
+**inference thread** (:mod:`.inference`) runs the policy and hands replies back through a wake-up
+socket.
+
+Clients of another protocol version get a ``version`` error naming v2 and the spec; to a version 1
+client it is written in version 1 (whose ``error`` is the same), so that client can read it.
 
 Robustness: nothing a client sends can end the server (every failure becomes an ``error`` reply,
 bounded in size); sizes are checked on the header before arrays are read; libzmq itself refuses any
 frame above the message limit (``MAXMSGSIZE``) and drops replies to clients that do not read them
 (ROUTER without ``ROUTER_MANDATORY``), so a slow or hostile client cannot block the loop. Memory is
-bounded by the session limit (one queued observe per session) and the socket high-water marks.
+bounded by the session limit (one queued observe and a few other jobs per session) and the socket
+high-water marks.
 """
 
 from __future__ import annotations
@@ -27,10 +36,22 @@ import zmq
 
 from policy_steer.errors import ConfigError
 from policy_steer.transport.codec import FLOAT_DTYPES, Limits, decode, encode
-from policy_steer.transport.errors import BAD_ARRAY, BAD_HEADER, BUSY, INTERNAL, NO_SESSION, ProtocolError
-from policy_steer.transport.inference import InferenceWorker, Outgoing, ServedPolicy, error_frames
+from policy_steer.transport.errors import BAD_ARRAY, BUSY, INTERNAL, NO_SESSION, VERSION, ProtocolError
+from policy_steer.transport.inference import (
+    InferenceWorker,
+    Outgoing,
+    ServedPolicy,
+    check_served_policy,
+    error_frames,
+)
 from policy_steer.transport.messages import (
     CONFIGURE,
+    CONTEXT,
+    EPISODE,
+    EXECUTED,
+    EXECUTED_ACTION,
+    EXECUTED_COMMANDED,
+    EXECUTED_STATE,
     HELLO,
     OBSERVE,
     PING,
@@ -39,11 +60,13 @@ from policy_steer.transport.messages import (
     SERVER_ACCEPTS,
     WELCOME,
     Message,
+    context_from_wire,
 )
-from policy_steer.transport.scheduler import CONFIGURE_JOB, OBSERVE_JOB, Job, JobQueue
+from policy_steer.transport.scheduler import CONFIGURE_JOB, CONTEXT_JOB, EPISODE_JOB, OBSERVE_JOB, Job, JobQueue
 from policy_steer.transport.security import CurveServer, check_bind
 from policy_steer.transport.sessions import Session, SessionTable
 from policy_steer.transport.telemetry import TelemetryPublisher
+from policy_steer.types import OBS_STATE
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +86,9 @@ class ServerConfig:
     max_sessions: int = 64
     max_message_bytes: int = 64 * 2**20
     metrics_interval_s: float = 1.0
-    max_batch: int = 1  # >1: run queued observes of several sessions as one call, if the policy has predict_chunks
+    max_batch: int = 1  # >1: run queued observes of several sessions as one call, if the policy is a BatchPolicy
     max_error_events_per_s: int = 20  # error events on telemetry (all are counted in metrics)
+    max_session_jobs: int = 8  # configure/episode/context messages of one session queued at once; more: busy
 
 
 @dataclass
@@ -74,6 +98,8 @@ class ServerStats:
     welcomes: int = 0
     pongs: int = 0
     configured: int = 0
+    episodes: int = 0
+    executed: int = 0
     busy: int = 0
     errors: dict[str, int] | None = None
     expired: int = 0
@@ -89,12 +115,13 @@ class PolicyServer:
     """
 
     def __init__(self, policy: ServedPolicy, config: ServerConfig | None = None) -> None:
+        check_served_policy(policy)
         self.policy = policy
         self.config = cfg = config or ServerConfig()
         self.spec = policy.spec
         self.limits = Limits(max_message_bytes=cfg.max_message_bytes)
         self.sessions = SessionTable(timeout_s=cfg.session_timeout_s, max_sessions=cfg.max_sessions)
-        self.queue = JobQueue()
+        self.queue = JobQueue(max_session_jobs=cfg.max_session_jobs)
         self.stats = ServerStats()
         self.endpoint: str | None = None
         self.telemetry_endpoint: str | None = None
@@ -272,13 +299,18 @@ class PolicyServer:
     def _flush(self) -> None:
         while self._outbox:
             out = self._outbox.popleft()
-            self._send(out.identity, out.frames)
+            if out.frames:  # (telemetry-only entries have none)
+                self._send(out.identity, out.frames)
             if out.kind == "chunk":
                 self.stats.chunks += 1
                 if out.server_ms is not None:
                     self._latencies.append(out.server_ms)
             elif out.kind == "configured":
                 self.stats.configured += 1
+            elif out.kind == "episode_started":
+                self.stats.episodes += 1
+            elif out.kind == "telemetry":
+                pass
             else:
                 self._count_error(out.kind)
             if out.telemetry is not None and self.pub is not None:
@@ -313,14 +345,22 @@ class PolicyServer:
                 self._observe(identity, peer, msg, frames, now)
             elif kind == CONFIGURE:
                 self._configure(identity, peer, msg, now)
+            elif kind in (EPISODE, CONTEXT):
+                self._episode_or_context(identity, peer, msg, now)
+            elif kind == EXECUTED:
+                self._executed(peer, msg)
         except ProtocolError as e:
-            self._reply_error(identity, e.code, e.message, e.re)
+            # a version 1 peer reads a version 1 error (the same keys): it learns why, in its own version
+            version = 1 if e.code == VERSION and e.peer_version == 1 else None
+            self._reply_error(identity, e.code, e.message, e.re, version)
         except Exception as e:  # a bug of ours: answer, log, keep serving
             log.exception("failed to handle a message")
             self._reply_error(identity, INTERNAL, f"{type(e).__name__}: {e}", None)
 
-    def _reply_error(self, identity: bytes, code: str, message: str, re: int | None) -> None:
-        self._send(identity, error_frames(next(self._seq), code, message, re))
+    def _reply_error(
+        self, identity: bytes, code: str, message: str, re: int | None, version: int | None = None
+    ) -> None:
+        self._send(identity, error_frames(next(self._seq), code, message, re, version))
         self._count_error(code)
         if self.pub is not None and self._error_events < self.config.max_error_events_per_s:
             self._error_events += 1
@@ -436,10 +476,6 @@ class PolicyServer:
     def _configure(self, identity: bytes, peer: bytes, msg: Message, now: float) -> None:
         session = self.sessions.get(msg.get("session"), peer, msg.seq)
         steer = msg.get("steer")
-        if steer and not callable(getattr(self.policy, "configure", None)):
-            raise ProtocolError(
-                BAD_HEADER, "configure: 'steer' given but this server's policy takes no steering settings", msg.seq
-            )
         job = Job(
             kind=CONFIGURE_JOB,
             session=session,
@@ -450,6 +486,77 @@ class PolicyServer:
             steer=steer,
         )
         self.queue.put(job)
+
+    def _episode_or_context(self, identity: bytes, peer: bytes, msg: Message, now: float) -> None:
+        """``episode`` and ``context``: the context checked here (bad_context), applied in session order."""
+        session = self.sessions.get(msg.get("session"), peer, msg.seq)
+        if msg.arrays:
+            raise ProtocolError(BAD_ARRAY, f"{msg.type}: carries no arrays, got {sorted(msg.arrays)[:4]}", msg.seq)
+        context = context_from_wire(msg.get("context"), msg.type, msg.seq)
+        job = Job(
+            kind=EPISODE_JOB if msg.type == EPISODE else CONTEXT_JOB,
+            session=session,
+            identity=identity,
+            seq=msg.seq,
+            received=now,
+            stamp=float(msg.get("stamp")),
+            context=context,
+        )
+        self.queue.put(job)
+
+    def _check_executed(self, msg: Message) -> dict[str, np.ndarray]:
+        """The arrays of an ``executed``: ``action``/``commanded`` <f4 [A], optional ``state`` <f4 like welcome's."""
+        re, a = msg.seq, int(self.spec.action_dim)
+        wants = {EXECUTED_ACTION: (a,), EXECUTED_COMMANDED: (a,)}
+        state_feature = self.spec.observation.get(OBS_STATE)
+        if EXECUTED_STATE in msg.arrays:
+            if state_feature is None:
+                raise ProtocolError(
+                    BAD_ARRAY, "executed: 'state' given, but welcome promised no observation.state", re
+                )
+            wants[EXECUTED_STATE] = tuple(int(d) for d in state_feature.shape)
+        extra = set(msg.arrays) - set(wants) - {EXECUTED_STATE}
+        if extra:
+            raise ProtocolError(
+                BAD_ARRAY,
+                f"executed: unexpected arrays {sorted(extra)[:4]} (it carries action, commanded, optional state)",
+                re,
+            )
+        for name, shape in wants.items():
+            arr = msg.arrays.get(name)
+            if arr is None:
+                raise ProtocolError(BAD_ARRAY, f"executed: array {name!r} is missing", re)
+            if arr.dtype.str != "<f4" or arr.shape != shape:
+                raise ProtocolError(
+                    BAD_ARRAY,
+                    f"executed: array {name!r} is {arr.dtype.str} {list(arr.shape)}; it must be <f4 {list(shape)}",
+                    re,
+                )
+            if not np.isfinite(arr).all():
+                raise ProtocolError(BAD_ARRAY, f"executed: array {name!r} holds non-finite values", re)
+        return dict(msg.arrays)
+
+    def _executed(self, peer: bytes, msg: Message) -> None:
+        """Checked, counted, republished on telemetry (topic ``executed``); answered only when malformed."""
+        session = self.sessions.get(msg.get("session"), peer, msg.seq)
+        arrays = self._check_executed(msg)
+        session.executed += 1
+        self.stats.executed += 1
+        if self.pub is not None:
+            start = msg.get("chunk_start_step")
+            self.pub.publish(
+                EXECUTED,
+                {
+                    "session": session.id,
+                    "step": msg.get("step"),
+                    "chunk_start_step": start,
+                    "index": msg.get("index"),
+                    "held": start is None,
+                    "safety": msg.get("safety"),
+                    "robot_stamp": float(msg.get("stamp")),
+                },
+                arrays,
+            )
 
     def _close_session(self, session: Session, why: str) -> None:
         for job in self.queue.drop_session(session):
@@ -477,6 +584,8 @@ class PolicyServer:
                 "queued": len(self.queue),
                 "received": self.stats.received,
                 "chunks": self.stats.chunks,
+                "episodes": self.stats.episodes,
+                "executed": self.stats.executed,
                 "busy": self.stats.busy,
                 "errors": dict(self.stats.errors),
                 "server_ms_p50": float(np.nanpercentile(lat, 50)) if np.isfinite(lat).any() else None,

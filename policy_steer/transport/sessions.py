@@ -4,6 +4,12 @@ A ``hello`` opens a session and binds it to the peer that sent it (its ZeroMQ ro
 with CURVE also its public key): session ids appear in telemetry, so another peer that knows one still
 cannot use it. One peer holds at most one session (a re-``hello`` replaces it), the table holds at most
 ``max_sessions``, and a session expires after ``timeout_s`` without any message from its peer.
+
+Episodes (protocol v2): a session has no episode until an ``episode`` message starts one (``explicit``)
+or its first ``observe`` starts an implicit one with an empty context. ``episode`` counts the episodes
+started in the session (1 for the first); ``context`` is the one the client sent that is in force
+(the last accepted ``episode`` or ``context``; None in an implicit episode until a ``context``
+arrives). The inference thread alone writes these fields.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from policy_steer.transport.errors import BUSY, NO_SESSION, ProtocolError
+from policy_steer.types import EpisodeContext
 
 
 @dataclass(eq=False)
@@ -28,11 +35,14 @@ class Session:
     last_seen: float
     task: str | None = None
     steer: dict[str, Any] = field(default_factory=dict)
-    last_step: int | None = None
-    needs_reset: bool = True  # a new session is a new episode for the policy
-    policy_state: Any = None  # the policy's per-session state, when the policy can export it
+    last_step: int | None = None  # the step of the session's last observe in this episode
+    episode: int = 0  # episodes started in this session (0: none yet)
+    explicit: bool = False  # the episode in force was started by an `episode` message
+    context: EpisodeContext | None = None  # the episode context the client sent (None: none in force)
+    policy_state: Any = None  # the policy's per-session state (export_session_state); None: none yet
     closed: bool = False
     chunks: int = 0
+    executed: int = 0  # `executed` notifications accepted
 
 
 class SessionTable:

@@ -1,9 +1,15 @@
-"""Telemetry over PUB/SUB (PROTOCOL.md, "Telemetry").
+"""Telemetry over PUB/SUB (docs/protocol.md, "Telemetry").
 
-A telemetry message is ``[topic, header, *arrays]``: the topic (``chunk``, ``action``, ``metrics``,
-``event``) as its own frame so SUB sockets filter on it, then a header and arrays in the wire format,
-with ``session`` in the header ("" for server-wide messages). The publisher never blocks: a subscriber
-that falls behind loses messages at the high-water mark.
+A telemetry message is ``[topic, header, *arrays]``: the topic as its own frame so SUB sockets filter
+on it (ZeroMQ matches a subscription as a prefix of that frame; no topic name is a prefix of another,
+so subscribing to a name selects exactly that topic, and "" selects all), then a header and arrays in
+the wire format, with ``session`` in the header ("" for server-wide messages). The publisher never
+blocks: a subscriber that falls behind loses messages at the high-water mark.
+
+The policy server publishes ``chunk`` (every chunk sent), ``executed`` (every action a robot reports
+executing), ``event`` (sessions, episodes, errors) and ``metrics`` (periodic figures): one
+subscription sees the whole loop. A robot process's own PUB (:mod:`.robot_telemetry`) publishes
+``action`` and ``event``.
 """
 
 from __future__ import annotations
@@ -21,7 +27,8 @@ from policy_steer.transport.codec import DEFAULT_LIMITS, Limits, decode, encode,
 from policy_steer.transport.keys import KeyPair
 from policy_steer.transport.security import CurveServer, apply_curve_client
 
-TOPICS = ("chunk", "action", "metrics", "event")
+SERVER_TOPICS = ("chunk", "executed", "event", "metrics")
+TOPICS = (*SERVER_TOPICS, "action")  # what a subscriber takes by default: the server's and a robot's topics
 
 
 @dataclass

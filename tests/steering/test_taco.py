@@ -25,6 +25,7 @@ from policy_steer.steering.registry import build_steering, get_method
 from policy_steer.steering.taco import RandomVerifier, TacoSelection, Verifier, load_verifier
 from policy_steer.steering.taco.fit import Config, fit_verifier
 from policy_steer.steering.taco.storage import read_info
+from policy_steer.types import EpisodeContext
 from tests.fixtures.tiny_policies import ACTION_DIM, ENV_DIM, STATE_DIM
 
 INSTRUCTION = "reach the goal"
@@ -256,7 +257,7 @@ def test_random_verifier_is_reproducible_per_episode(ckpt):
     sp = SteeredPolicy(policy, [TacoSelection(RandomVerifier(), 8)], seed=0)
     runs = []
     for _ in range(2):
-        sp.reset(seed=7, episode={})
+        sp.start_episode(EpisodeContext(), seed=7)
         runs.append([sp.predict_chunk(_obs(k)).info["winner"] for k in range(3)])
     assert runs[0] == runs[1]
 

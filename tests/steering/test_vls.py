@@ -40,6 +40,7 @@ from policy_steer.steering.vls.resampling import (
     reward_spread,
     systematic_indices,
 )
+from policy_steer.types import EpisodeContext
 from policy_steer.vlm_rewards import RewardSession, make_synthesizer, SynthesisConfig
 from tests.vlm_rewards.scenes import push_scene
 
@@ -80,14 +81,14 @@ def observation(policy, seed: int = 0) -> dict:
     return obs
 
 
-def episode() -> dict:
-    return {"task": "push", "variant": "obstacle", "instruction": SCENE.instruction, "scene": SCENE, "robot": ROBOT}
+def episode() -> EpisodeContext:
+    return EpisodeContext(task="push", variant="obstacle", instruction=SCENE.instruction, scene=SCENE, robot=ROBOT)
 
 
 def steered(policy, seed: int = 0, sampler: SamplerConfig | None = None, **cfg) -> tuple[SteeredPolicy, VLSStrategy]:
     strategy = VLSStrategy(policy, VLSConfig(**cfg))
     sp = SteeredPolicy(policy, [strategy], sampler or sampler_for(policy, strategy.config.particles), seed=seed)
-    sp.reset(seed=seed, episode=episode())
+    sp.start_episode(episode(), seed=seed)
     return sp, strategy
 
 
@@ -249,7 +250,7 @@ def test_repulsion_increases_particle_spread_early(policy):
         strategy = VLSStrategy(policy, VLSConfig(particles=6, gradient=False, fk=FKConfig(enabled=False),
                                                  repulsion=RepulsionConfig(scale=scale, until=until)))
         sp = SteeredPolicy(policy, [strategy, probe], sampler_for(policy, 6), seed=0)
-        sp.reset(seed=0, episode=episode())
+        sp.start_episode(episode(), seed=0)
         f = figures(sp.predict_chunk(observation(policy)))
         results[scale] = (probe.values, f["repulsion_steps"])
     n_early = results[2.0][1]

@@ -1,5 +1,6 @@
-"""VLS across episodes: synthesis per episode, failures run unsteered (counted), stage updates from
-the scene, composition with TACO, the env loop end to end, and the benchmark's runs entries."""
+"""VLS across episodes: synthesis per episode, failures run unsteered (counted and flagged), an episode
+without a scene or robot refused, stage updates from context updates, composition with TACO, the env
+loop end to end, and the benchmark's runs entries."""
 
 from __future__ import annotations
 
@@ -14,12 +15,14 @@ import torch
 
 from policy_steer.bench.cells import Cell
 from policy_steer.bench.results import compare_to_unsteered, run_entry
+from policy_steer.errors import CONTEXT_REQUIRED, SteeringRefused
 from policy_steer.policies import load_policy
 from policy_steer.runtime.future_state import RobotDescription
 from policy_steer.runtime.sim_loop import RuntimeConfig, run_episode
 from policy_steer.steered_policy import SteeredPolicy
 from policy_steer.steering.registry import build_steering
 from policy_steer.steering.vls import FKConfig, VLSConfig, VLSStrategy, sampler_for
+from policy_steer.types import EpisodeContext
 from tests.vlm_rewards.scenes import push_scene
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -41,9 +44,10 @@ def observation(policy, seed: int = 0, step: int = 0, ee=None) -> dict:
     return {**obs, "task": SCENE.instruction, "step": step}
 
 
-def episode(scene=SCENE, **extra) -> dict:
-    return {"task": scene.task, "variant": scene.variant, "instruction": scene.instruction, "scene": scene,
-            "robot": ROBOT, **extra}
+def episode(scene=SCENE, **extra) -> EpisodeContext:
+    fields = {"task": scene.task, "variant": scene.variant, "instruction": scene.instruction, "scene": scene,
+              "robot": ROBOT, **extra}
+    return EpisodeContext(**fields)
 
 
 def vls(policy, seed: int = 0, **cfg) -> tuple[SteeredPolicy, VLSStrategy]:
@@ -58,7 +62,7 @@ def test_a_failed_synthesis_runs_unsteered_and_is_counted(policy):
     broken = copy.deepcopy(SCENE)
     broken.objects = [o for o in broken.objects if o.kind != "target"]  # the offline rules need a target
     sp, strategy = vls(policy, 0, particles=1)
-    sp.reset(seed=0, episode=episode(broken))
+    sp.start_episode(episode(broken), seed=0)
     chunk = sp.predict_chunk(observation(policy))
     f = chunk.info["steer"]["vls"]
     assert f["steered"] == 0 and f["synthesis_failed"] == 1 and f["guided_steps"] == 0
@@ -70,40 +74,60 @@ def test_a_failed_synthesis_runs_unsteered_and_is_counted(policy):
     plain.reset(seed=0)
     np.testing.assert_array_equal(chunk.actions, plain.predict_chunk(observation(policy)).actions)
     # the next episode synthesizes again, and steers
-    sp.reset(seed=1, episode=episode())
+    sp.start_episode(episode(), seed=1)
     assert sp.predict_chunk(observation(policy)).info["steer"]["vls"]["steered"] == 1
     assert strategy.episode.stats.episodes == 2 and strategy.episode.stats.steered == 1
 
 
-def test_an_episode_without_scene_or_robot_runs_unsteered(policy):
+def test_an_episode_without_scene_or_robot_is_refused(policy):
     sp, strategy = vls(policy, 0, particles=2)
-    sp.reset(seed=0, episode={"task": "push"})
-    f = sp.predict_chunk(observation(policy)).info["steer"]["vls"]
-    assert f["steered"] == 0 and "no scene" in f["unsteered_reason"]
-    sp.reset(seed=0, episode={"scene": SCENE})
-    assert "no robot" in sp.predict_chunk(observation(policy)).info["steer"]["vls"]["unsteered_reason"]
-    assert strategy.episode.stats.failed == 2
+    sp.start_episode(episode(), seed=0)
+    session = strategy.episode.session
+    for ctx, why in ((EpisodeContext(task="push"), "no scene"), (EpisodeContext(scene=SCENE), "no robot"), (None, "no scene")):
+        with pytest.raises(SteeringRefused) as e:
+            sp.start_episode(ctx, seed=0)
+        assert e.value.code == CONTEXT_REQUIRED and e.value.strategy == "vls" and why in e.value.reason
+    # refused: nothing changed, the episode that was running goes on, steered
+    assert strategy.episode.session is session and sp.context.scene is SCENE
+    assert strategy.episode.stats.episodes == 1 and strategy.episode.stats.failed == 0
+    assert sp.predict_chunk(observation(policy)).info["steer"]["vls"]["steered"] == 1
 
 
-def test_stage_follows_the_scene_fn_each_chunk(policy):
-    scene_now = {"scene": SCENE}
+def test_stage_follows_the_scene_of_each_context_update(policy):
     sp, strategy = vls(policy, 0, particles=1, fk=FKConfig(enabled=False))
-    sp.reset(seed=0, episode=episode(scene_fn=lambda: scene_now["scene"]))
+    ctx = episode()
+    sp.start_episode(ctx, seed=0)
     session = strategy.episode.session
     assert session.stage.name == "approach"
+    sp.update_context(ctx.with_scene(SCENE, stamp=0.0))
     sp.predict_chunk(observation(policy))
     assert session.stage_index == 0
-    # the end effector arrives at the push point (the approach goal): the stage moves on to "push"
+    # the end effector arrives at the push point (the approach goal): the stage moves on to "push",
+    # read from the scene of the update (the observation below still has the ee where it started)
     goal = session.reward.terms[0].args["point"] + session.reward.terms[0].args["offset"]
-    scene_now["scene"] = dataclasses.replace(SCENE, ee_position=[float(v) for v in goal])
-    f = sp.predict_chunk(observation(policy, step=8, ee=goal.numpy())).info["steer"]["vls"]
+    sp.update_context(ctx.with_scene(dataclasses.replace(SCENE, ee_position=[float(v) for v in goal]), stamp=0.8))
+    f = sp.predict_chunk(observation(policy, step=8)).info["steer"]["vls"]
     assert session.stage.name == "push" and f["stage"] == 1 and f["stage_switches"] == 1
     assert strategy.episode.stats.stage_switches == 1
+    assert session.scene.ee_position == pytest.approx([float(v) for v in goal])
 
 
-def test_without_scene_fn_keypoints_stay_and_the_ee_comes_from_the_observation(policy):
+def test_an_update_moves_the_keypoints(policy):
     sp, strategy = vls(policy, 0, particles=1, fk=FKConfig(enabled=False))
-    sp.reset(seed=0, episode=episode())
+    ctx = episode()
+    sp.start_episode(ctx, seed=0)
+    block = SCENE.object("block")
+    moved = dataclasses.replace(block, position=[block.position[0] + 0.05, *block.position[1:]])
+    scene = dataclasses.replace(SCENE, objects=[moved if o.name == "block" else o for o in SCENE.objects])
+    sp.update_context(ctx.with_scene(scene, stamp=0.5))
+    sp.predict_chunk(observation(policy))
+    assert strategy.episode.session.scene.object("block").position == pytest.approx(moved.position)
+    assert sp.context.stamp == 0.5
+
+
+def test_without_updates_keypoints_stay_and_the_ee_comes_from_the_observation(policy):
+    sp, strategy = vls(policy, 0, particles=1, fk=FKConfig(enabled=False))
+    sp.start_episode(episode(), seed=0)
     session = strategy.episode.session
     goal = session.reward.terms[0].args["point"] + session.reward.terms[0].args["offset"]
     sp.predict_chunk(observation(policy, ee=goal.numpy()))
@@ -119,7 +143,7 @@ def test_taco_and_vls_both_record_and_the_first_named_selects(policy, steer, dec
     settings = {"candidates": 4, "verifier": "random", "particles": 4, "fk": "on", "gradient": "on"}
     setup = build_steering(policy, steer, settings)
     sp = SteeredPolicy(policy, setup.strategies, setup.sampler, seed=0)
-    sp.reset(seed=0, episode=episode())
+    sp.start_episode(episode(), seed=0)
     chunk = sp.predict_chunk(observation(policy))
     taco, v = chunk.info["steer"]["taco"], chunk.info["steer"]["vls"]
     assert len(taco["scores"]) == len(v["scores"]) == 4

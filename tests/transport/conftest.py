@@ -7,7 +7,10 @@ import pytest
 from tests.transport.helpers import ServerProcess
 
 # A small camera keeps these tests fast; the benchmarks use full-size images.
-FIXED_ARGS = ["--bind", "tcp://127.0.0.1:*", "--cameras", "front:8x8", "--echo", "true", "--fail_task", "explode"]
+FIXED_ARGS = [
+    "--bind", "tcp://127.0.0.1:*", "--cameras", "front:8x8", "--echo", "true", "--fail_task", "explode",
+    "--trained_task", "push",
+]
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """Helpers for the transport tests: a fixed-chunk server in its own OS process, and a raw client.
 
-``RawClient`` is written from PROTOCOL.md alone (pyzmq + msgpack, nothing from policy_steer), so the
+``RawClient`` is written from docs/protocol.md alone (pyzmq + msgpack, nothing from policy_steer), so the
 tests that use it check the wire format itself, as a client in another language would see it.
 """
 
@@ -105,8 +105,9 @@ class ServerProcess:
 class RawClient:
     """A DEALER that speaks the protocol by hand: header maps in, (header, frames) out."""
 
-    def __init__(self, endpoint: str, context: zmq.Context | None = None) -> None:
+    def __init__(self, endpoint: str, context: zmq.Context | None = None, version: int = 2) -> None:
         self.context = context or zmq.Context.instance()
+        self.version = version
         self.sock = self.context.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.connect(endpoint)
@@ -114,7 +115,7 @@ class RawClient:
 
     def header(self, msg_type: str, **keys: Any) -> dict[str, Any]:
         self.seq += 1
-        return {"v": 1, "type": msg_type, "seq": self.seq, "stamp": time.monotonic(), "arrays": [], **keys}
+        return {"v": self.version, "type": msg_type, "seq": self.seq, "stamp": time.monotonic(), "arrays": [], **keys}
 
     def send(self, header: dict[str, Any], arrays: dict[str, np.ndarray] | None = None) -> int:
         frames = []
@@ -149,8 +150,44 @@ class RawClient:
         assert h["type"] == "welcome", h
         return h
 
+    def quiet(self, timeout_s: float = 0.5) -> list[dict[str, Any]]:
+        """Every message that arrives within ``timeout_s`` (a notification's silence is an empty list)."""
+        got = []
+        while self.sock.poll(int(timeout_s * 1000)):
+            got.append(msgpack.unpackb(self.sock.recv_multipart()[0]))
+        return got
+
     def close(self) -> None:
         self.sock.close(linger=0)
+
+
+# An episode context written by hand, as plain data (docs/protocol.md, "The episode context").
+SCENE = {
+    "task": "push",
+    "variant": "obstacle",
+    "instruction": "push the block into the target region",
+    "frame": "world",
+    "objects": [
+        {"name": "block", "kind": "manipuland", "shape": "box", "position": [0.4, 0.0, 0.025], "half_size": [0.025] * 3},
+        {"name": "target", "kind": "target", "shape": "cylinder", "position": [0.6, 0.1, 0.0], "half_size": [0.05, 0.05, 0.001]},
+    ],
+}
+CONTEXT = {
+    "instruction": "push the block into the target region",
+    "task": "push",
+    "variant": "obstacle",
+    "seed": 5,
+    "stamp": 1.0,
+    "scene": SCENE,
+    "robot": {"action_mode": "delta", "state_layout": {"ee_pos": [0, 3]}, "robot_state_dim": 9, "max_step": 0.03},
+}
+
+
+def with_block_at(context: dict, position: list[float], stamp: float) -> dict:
+    """The same context with the block moved (a mid-episode update)."""
+    scene = dict(context["scene"])
+    scene["objects"] = [dict(o, position=position) if o["name"] == "block" else o for o in scene["objects"]]
+    return {**context, "scene": scene, "stamp": stamp}
 
 
 def observation(spec_obs: dict[str, dict[str, Any]], seed: int = 0) -> dict[str, np.ndarray]:

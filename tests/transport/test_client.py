@@ -10,9 +10,13 @@ import numpy as np
 import pytest
 
 from policy_steer.errors import ValidationError
-from policy_steer.transport import BusyError, ClientClosed, PolicyClient, RequestTimeout, SpecChanged
+from policy_steer.transport import BusyError, ClientClosed, PolicyClient, RemoteError, RequestTimeout, SpecChanged
+from policy_steer.types import EpisodeContext, ExecutedStep
 from tests.transport.conftest import FIXED_ARGS
-from tests.transport.helpers import ServerProcess
+from tests.transport.helpers import CONTEXT, ServerProcess, with_block_at
+
+EPISODE = EpisodeContext.from_dict(CONTEXT)
+MOVED = EpisodeContext.from_dict(with_block_at(CONTEXT, [0.5, 0.05, 0.025], 2.0))
 
 EXPECTED_ACTIONS = np.arange(16, dtype=np.float32)[:, None] + np.arange(7, dtype=np.float32)[None, :] / 100
 
@@ -113,6 +117,8 @@ def test_kill_and_restart_the_server_mid_stream():
     try:
         first = c.connect()
         c.configure(task="keep going", steer={"mode": "a"})
+        assert c.start_episode(EPISODE)["episode"] == 1
+        c.update_context(MOVED)  # the scene now: what the episode re-sent after the restart carries
         for step in range(20):
             assert c.request_chunk(make_obs(step), step=step).start_step == step
         server.kill()  # SIGKILL mid-episode
@@ -125,6 +131,9 @@ def test_kill_and_restart_the_server_mid_stream():
         assert c.session != first.session and c.stats.reconnects >= 1 and "reconnected" in events
         echo = c.request_chunk(make_obs(), step=22).info["echo"]
         assert echo["configured_task"] == "keep going" and echo["steer"] == {"mode": "a"}  # settings replayed
+        # and the episode, with the latest scene: a new session has none of its own
+        assert echo["context"]["objects"]["block"] == [0.5, 0.05, 0.025] and echo["context"]["seed"] == 5
+        assert echo["episodes"] == 1 and "episode_replayed" in events
     finally:
         c.close()
         server.kill()
@@ -189,3 +198,56 @@ def test_close_fails_pending_requests(slow_server):
     c.close()
     with pytest.raises(ClientClosed):
         pending.result(timeout=2)
+
+
+def test_episodes_context_updates_and_executed_steps(client):
+    started = client.start_episode(EPISODE)
+    assert started == {"session": client.session, "episode": 1, "steer": {}, "strategies": []}
+    assert client.episode == started
+    echo = client.request_chunk(make_obs(), step=0).info["echo"]
+    assert echo["context"]["objects"]["block"] == [0.4, 0.0, 0.025] and echo["context"]["seed"] == 5
+    client.update_context(MOVED)
+    echo = client.request_chunk(make_obs(), step=1).info["echo"]
+    assert echo["context"]["objects"]["block"] == [0.5, 0.05, 0.025] and echo["context"]["stamp"] == 2.0
+    # seed= replaces the context's seed
+    assert client.start_episode(EPISODE, seed=11)["episode"] == 2
+    assert client.request_chunk(make_obs(), step=0).info["echo"]["context"]["seed"] == 11
+    # a refusal is a RemoteError with the refusal's code; the episode in force goes on
+    with pytest.raises(RemoteError) as e:
+        client.start_episode(EpisodeContext(task="pick-place"))
+    assert e.value.code == "context_mismatch" and e.value.refused
+    assert client.request_chunk(make_obs(), step=1).info["episode"] == 2
+    # executed steps: checked here, nothing answers the good ones
+    a = np.arange(7, dtype=np.float32)
+    client.report_executed(ExecutedStep(step=1, action=a, commanded=a, state=np.zeros(32), chunk_start_step=0, index=1))
+    client.report_executed(ExecutedStep(step=2, action=a, commanded=a + 1, safety="clamped"))  # a hold
+    bad = [
+        (ExecutedStep(step=3, action=a[:6], commanded=a), "action has shape"),
+        (ExecutedStep(step=3, action=a, commanded=np.full(7, np.nan)), "non-finite"),
+        (ExecutedStep(step=3, action=a, commanded=a, state=np.zeros(31)), "state has shape"),
+        (ExecutedStep(step=3, action=a, commanded=a, chunk_start_step=2), "both set"),
+    ]
+    for step, match in bad:
+        with pytest.raises(ValidationError, match=match):
+            client.report_executed(step)
+    with pytest.raises(ValidationError, match="seed"):  # a context failing its schema is never sent
+        client.update_context(EpisodeContext(seed=-1))
+    with pytest.raises(ValidationError, match="non-finite number at scene/objects/0/position/1"):
+        client.start_episode(EpisodeContext.from_dict(with_block_at(CONTEXT, [0.4, float("inf"), 0.0], 3.0)))
+    assert client.ping() > 0  # the I/O thread runs calls in order: what was reported has gone out by now
+    stats = client.stats
+    assert (stats.executed, stats.contexts, stats.episodes) == (2, 1, 2)  # nothing refused locally was sent
+    assert stats.notification_errors == 0 and stats.notifications_dropped == 0
+
+
+def test_a_refused_notification_arrives_as_an_event(fixed_server):
+    events: list[tuple[str, dict]] = []
+    with PolicyClient(endpoint=fixed_server.endpoint, timeout_s=5.0, on_event=lambda n, f: events.append((n, f))) as c:
+        c.update_context(EPISODE)  # no episode yet in this session
+        deadline = time.monotonic() + 10
+        while not any(n == "context_error" for n, _ in events) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        (fields,) = [f for n, f in events if n == "context_error"]
+        assert fields["code"] == "no_episode" and "episode" in fields["message"]
+        assert c.stats.notification_errors == 1
+        assert c.request_chunk(make_obs(), step=0).start_step == 0  # still usable

@@ -1,5 +1,5 @@
-"""The client against a hand-written server (pyzmq + msgpack from PROTOCOL.md): what it refuses to hand
-the robot, that it answers the server's pings, and the server's per-session policy state."""
+"""The client against a hand-written server (pyzmq + msgpack from docs/protocol.md): what it refuses to
+hand the robot, that it answers the server's pings, and the server's per-session policy state."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import zmq
 
 from policy_steer.transport import PolicyClient, PolicyServer, ServerConfig, TransportError
 from policy_steer.transport.fixed_policy import FixedChunkPolicy, fixed_spec
-from policy_steer.types import Chunk
+from policy_steer.types import Chunk, EpisodeContext
 
 WELCOME = {
     "policy": {
@@ -51,7 +51,7 @@ class HandServer:
         self.sock.send_multipart(
             [
                 ident,
-                msgpack.packb({"v": 1, "seq": self.seq, "stamp": time.monotonic(), "arrays": [], **header}),
+                msgpack.packb({"v": 2, "seq": self.seq, "stamp": time.monotonic(), "arrays": [], **header}),
                 *frames,
             ]
         )
@@ -128,7 +128,8 @@ def test_the_client_hands_over_only_chunks_as_promised(case):
 
 
 class HistoryPolicy(FixedChunkPolicy):
-    """Keeps an observation history (like lerobot's n_obs_steps queues), reported in each chunk."""
+    """Keeps an observation history (like lerobot's n_obs_steps queues), reported in each chunk, and moves
+    it in and out per session through the contract's export/import."""
 
     def __init__(self) -> None:
         super().__init__(fixed_spec(state_dim=2), echo=True)
@@ -140,25 +141,21 @@ class HistoryPolicy(FixedChunkPolicy):
         chunk.info["history"] = list(self.history)
         return chunk
 
-    def reset(self) -> None:
-        super().reset()
+    def start_episode(self, context=None, seed=None):
+        started = super().start_episode(context, seed)
         self.history = []
-
-
-class StatefulHistoryPolicy(HistoryPolicy):
-    """The same, with the optional hooks that move the history in and out per session."""
+        return started
 
     def export_session_state(self):
-        return list(self.history)
+        return {**super().export_session_state(), "history": list(self.history)}
 
     def import_session_state(self, state) -> None:
-        self.history = list(state)
+        super().import_session_state(state)
+        self.history = list(state["history"])
 
 
-@pytest.mark.parametrize("stateful", [True, False])
-def test_sessions_do_not_share_policy_history(stateful):
-    # without the hooks the server resets the policy whenever the session changes
-    policy = StatefulHistoryPolicy() if stateful else HistoryPolicy()
+def test_sessions_do_not_share_policy_history():
+    policy = HistoryPolicy()
     with PolicyServer(policy, ServerConfig(bind="tcp://127.0.0.1:*")) as server:
         a = PolicyClient(endpoint=server.endpoint, timeout_s=5.0)
         b = PolicyClient(endpoint=server.endpoint, timeout_s=5.0)
@@ -167,18 +164,32 @@ def test_sessions_do_not_share_policy_history(stateful):
             obs = lambda v: {"observation.state": np.array([v, 0], np.float32)}  # noqa: E731
             a.request_chunk(obs(1), step=0)
             b.request_chunk(obs(100), step=0)
-            ha = a.request_chunk(obs(2), step=1).info["history"]
-            hb = b.request_chunk(obs(200), step=1).info["history"]
-            if stateful:
-                assert ha == [1, 2] and hb == [100, 200]
-            else:
-                assert ha == [2] and hb == [200]  # history dropped, never mixed
-            assert a.request_chunk(obs(3), step=2).info["history"] == ([1, 2, 3] if stateful else [3])
-            assert a.request_chunk(obs(4), step=3).info["history"] == ([1, 2, 3, 4] if stateful else [3, 4])
-            # a step lower than the last one starts a new episode
+            assert a.request_chunk(obs(2), step=1).info["history"] == [1, 2]
+            assert b.request_chunk(obs(200), step=1).info["history"] == [100, 200]
+            assert a.request_chunk(obs(3), step=2).info["history"] == [1, 2, 3]
+            # a step lower than the last one starts a new (implicit) episode
             assert a.request_chunk(obs(9), step=0).info["history"] == [9]
+            # an explicit episode clears it too, and then only the next episode does
+            a.start_episode(EpisodeContext(instruction="again"))
+            assert a.request_chunk(obs(5), step=7).info["history"] == [5]
+            assert a.request_chunk(obs(6), step=0).info["history"] == [5, 6]
+            assert b.request_chunk(obs(300), step=2).info["history"] == [100, 200, 300]
         finally:
             a.close(), b.close()
+
+
+def test_a_policy_without_the_served_contract_is_refused_by_name():
+    from policy_steer.errors import ConfigError
+
+    class Bare:
+        spec = fixed_spec()
+
+        def predict_chunk(self, obs, prefix=None, start_step=None):
+            raise AssertionError("never called")
+
+    with pytest.raises(ConfigError, match="lacks configure, export_session_state, import_session_state, "
+                                          "start_episode, update_context"):
+        PolicyServer(Bare(), ServerConfig(bind="tcp://127.0.0.1:*"))
 
 
 def test_a_busy_port_is_a_clear_error_and_nothing_hangs():

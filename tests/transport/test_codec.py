@@ -12,7 +12,7 @@ from policy_steer.transport.messages import ALL_TYPES, SERVER_ACCEPTS
 
 
 def header(msg_type: str = "ping", seq: int = 7, **keys):
-    return {"v": 1, "type": msg_type, "seq": seq, "stamp": 1.5, "arrays": [], **keys}
+    return {"v": 2, "type": msg_type, "seq": seq, "stamp": 1.5, "arrays": [], **keys}
 
 
 def frames_of(h, *bufs):
@@ -42,7 +42,7 @@ def test_big_endian_input_is_sent_little_endian():
     arr = np.arange(5, dtype=">f4")
     frames = encode({"type": "ping", "seq": 1}, {"x": arr})
     h = msgpack.unpackb(frames[0])
-    assert h["arrays"][0]["dtype"] == "<f4" and h["v"] == 1 and isinstance(h["stamp"], float)
+    assert h["arrays"][0]["dtype"] == "<f4" and h["v"] == 2 and isinstance(h["stamp"], float)
     np.testing.assert_array_equal(decode([bytes(f) for f in frames]).arrays["x"], arr)
 
 
@@ -118,8 +118,9 @@ def test_garbage_is_bad_header_without_re(frame):
 
 
 def test_version_and_type_and_keys():
-    assert code_of(frames_of(header(v=2))) == ("version", 7)
-    assert code_of(frames_of(header(v="1"))) == ("bad_header", 7)
+    assert code_of(frames_of(header(v=3))) == ("version", 7)
+    assert code_of(frames_of(header(v=1))) == ("version", 7)
+    assert code_of(frames_of(header(v="2"))) == ("bad_header", 7)
     assert code_of(frames_of(header("launch_missiles"))) == ("unknown_type", 7)
     assert code_of(frames_of(header("welcome"))) == ("unknown_type", 7)  # a client-only type at the server
     assert code_of(frames_of(header(seq="x")))[0] == "bad_header"
@@ -146,6 +147,10 @@ def test_every_type_header_table_round_trips():
         "chunk": dict(re=1, session="s", start_step=2, info={"latency_ms": 1.0, "steer": {}}),
         "configure": dict(session="s", task="t", steer={"a": 1}),
         "configured": dict(re=1, session="s", steer={"a": 1}),
+        "episode": dict(session="s", context={"instruction": "i", "seed": 3}),
+        "episode_started": dict(re=1, session="s", episode=1, steer={"method": "vls"}, strategies=["vls"]),
+        "context": dict(session="s", context={}),
+        "executed": dict(session="s", step=4, chunk_start_step=2, index=2, safety=None),
         "ping": {},
         "pong": dict(re=3),
         "error": dict(re=3, code="busy", message="m"),
@@ -172,3 +177,34 @@ def test_to_wire_makes_info_msgpack_safe():
     msgpack.packb(out)
     assert out["a"] == 1.5 and out["b"] == [0, 1, 2] and out["c"] is None and out["d"] == [1, 2] and out["5"] == "k"
     assert out["big"]["truncated"] is True
+
+
+def test_v2_header_keys_of_the_episode_messages():
+    assert code_of(frames_of(header("episode", session="s"))) == ("bad_header", 7)  # context missing
+    assert code_of(frames_of(header("episode", session="s", context=None))) == ("bad_header", 7)
+    assert code_of(frames_of(header("context", session="s", context=[1]))) == ("bad_header", 7)
+    ok = dict(session="s", step=3)
+    decode(frames_of(header("executed", **ok)), accept=SERVER_ACCEPTS)  # a hold: both nil (absent)
+    decode(frames_of(header("executed", **ok, chunk_start_step=None, index=None, safety=None)), accept=SERVER_ACCEPTS)
+    for bad in (
+        dict(chunk_start_step=2),  # a chunk row needs its index
+        dict(index=0),
+        dict(chunk_start_step=2, index=-1),
+        dict(chunk_start_step=2.0, index=0),
+        dict(safety=3),
+        dict(step=True),
+    ):
+        assert code_of(frames_of(header("executed", **{**ok, **bad}))) == ("bad_header", 7), bad
+
+
+def test_the_version_error_names_the_spec_and_why_v1_is_refused():
+    with pytest.raises(ProtocolError) as e:
+        decode(frames_of(header("hello", v=1, client="c", control_hz=1.0)), accept=SERVER_ACCEPTS)
+    assert e.value.code == "version" and e.value.peer_version == 1 and e.value.re == 7
+    assert "version 2" in e.value.message and "docs/protocol.md" in e.value.message
+    assert "episode context" in e.value.message
+    # a side that speaks another version (a separate control socket, say) says so with its own number
+    msg = decode([bytes(f) for f in encode({"type": "ping", "seq": 1}, version=1)], version=1)
+    assert msg.header["v"] == 1
+    with pytest.raises(ProtocolError, match="speaks version 1"):
+        decode(frames_of(header()), version=1)

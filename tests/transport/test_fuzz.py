@@ -94,6 +94,8 @@ class Fuzzer:
                     "mutated",
                     "deep_nesting",
                     "short_frame",
+                    "bad_context",
+                    "bad_executed",
                 ]
             )
         )
@@ -107,7 +109,7 @@ class Fuzzer:
                 {"bad_header", "too_large"},
             )
         if kind == "version":
-            h = self._h("ping", v=int(r.choice([0, 2, 3, -1, 2**40])))
+            h = self._h("ping", v=int(r.choice([0, 1, 3, -1, 2**40])))
             return kind, [msgpack.packb(h)], h["seq"], {"version"}
         if kind == "unknown_type":
             h = self._h(str(r.choice(["", "HELLO", "chunk", "welcome", "exec", "observe2", "x" * 100])))
@@ -180,6 +182,26 @@ class Fuzzer:
                 nested = [nested]
             h = self._h("configure", session=self.session, steer={"x": nested})
             return kind, [msgpack.packb(h)], h["seq"], {"too_large"}
+        if kind == "bad_context":
+            contexts = [
+                {"colour": "red"},
+                {"seed": "three"},
+                {"scene": {"task": "t", "variant": "v", "instruction": "i", "objects": [{"name": "x"}]}},
+                {"robot": {"action_mode": "delta", "state_layout": {"ee": [0]}, "robot_state_dim": 1}},
+                {"stamp": float("nan")},
+            ]
+            context = contexts[int(r.integers(len(contexts)))]
+            h = self._h(str(r.choice(["episode", "context"])), session=self.session, context=context)
+            return kind, [msgpack.packb(h)], h["seq"], {"bad_context"}
+        if kind == "bad_executed":
+            n = int(r.integers(0, 12))
+            n = n + 1 if n == 7 else n
+            specs = [
+                {"name": "action", "dtype": "<f4", "shape": [n]},
+                {"name": "commanded", "dtype": "<f4", "shape": [7]},
+            ]
+            h = self._h("executed", session=self.session, step=int(r.integers(0, 1000)), arrays=specs)
+            return kind, [msgpack.packb(h), b"\0" * (4 * n), b"\0" * 28], h["seq"], {"bad_array"}
         # short_frame: the right header, a frame shorter than it declares
         specs, bufs = self._good_arrays()
         bufs[1] = bufs[1][: int(r.integers(0, 192))]
@@ -306,7 +328,7 @@ def run_fuzz(n_per_fuzzer: int, n_fuzzers: int, rss_slack_mb: float) -> None:
             assert f.unattributed_got + f.other_replies == f.unattributed_expected + f.mutated
             assert f.unattributed_got >= f.unattributed_expected
             assert not f.mismatches, f.mismatches[:5]
-        for code in ("bad_header", "version", "unknown_type", "bad_array", "too_large", "no_session"):
+        for code in ("bad_header", "version", "unknown_type", "bad_array", "too_large", "no_session", "bad_context"):
             assert codes.get(code, 0) > 0, code
         assert not good_results, good_results[:5]
         assert good_chunks[0] >= 20

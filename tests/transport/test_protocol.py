@@ -1,4 +1,4 @@
-"""PROTOCOL.md v1 on the wire, against a server in its own process, with a hand-written raw client."""
+"""Protocol v2 (docs/protocol.md) on the wire, against a server in its own process, with a hand-written raw client."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tests.transport.conftest import FIXED_ARGS
-from tests.transport.helpers import RawClient, ServerProcess, observation
+from tests.transport.helpers import CONTEXT, RawClient, ServerProcess, observation, with_block_at
 
 EXPECTED_ACTIONS = np.arange(16, dtype=np.float32)[:, None] + np.arange(7, dtype=np.float32)[None, :] / 100
 
@@ -31,7 +31,7 @@ def test_hello_negotiates_the_spec(raw):
     seq = raw.send(raw.header("hello", client="raw-test", control_hz=20.0))
     w, frames = raw.recv()
     assert frames == []
-    assert w["type"] == "welcome" and w["v"] == 1 and w["re"] == seq and isinstance(w["seq"], int)
+    assert w["type"] == "welcome" and w["v"] == 2 and w["re"] == seq and isinstance(w["seq"], int)
     assert isinstance(w["session"], str) and len(w["session"]) >= 16 and w["arrays"] == []
     assert w["policy"] == {
         "name": "fixed-chunk",
@@ -59,6 +59,7 @@ def test_observe_returns_a_chunk_built_from_exactly_what_was_sent(raw):
     actions = np.frombuffer(frames[0], dtype="<f4").reshape(16, 7)
     np.testing.assert_array_equal(actions, EXPECTED_ACTIONS)
     assert isinstance(h["info"]["latency_ms"], float) and isinstance(h["info"]["steer"], dict)
+    assert h["info"]["strategies"] == {} and h["info"]["episode"] == 1  # an implicit, unsteered episode
     echo = h["info"]["echo"]
     assert echo["step"] == 11 and echo["task"] == "stack the cubes" and echo["prefix_rows"] == 2
     for key, arr in arrays.items():
@@ -127,8 +128,28 @@ def test_error_bad_header(raw):
 
 
 def test_error_version(raw):
-    h, _ = raw.request("ping", v=2)
-    assert h["code"] == "version" and "2" in h["message"]
+    h, _ = raw.request("ping", v=3)
+    assert h["code"] == "version" and h["v"] == 2 and "3" in h["message"] and "docs/protocol.md" in h["message"]
+
+
+def test_v1_clients_are_refused_with_a_v1_error_that_names_v2(fixed_server):
+    """A version 1 client, speaking PROTOCOL.md v1's own messages, is told why in a message it can read."""
+    v1 = RawClient(fixed_server.endpoint, version=1)
+    try:
+        seq = v1.send(v1.header("hello", client="v1-robot", control_hz=10.0))
+        h, frames = v1.recv()
+        assert frames == [] and h["type"] == "error" and h["re"] == seq
+        assert h["v"] == 1  # written in version 1, whose error has the same keys: the v1 client reads it
+        assert h["code"] == "version"
+        assert "version 2" in h["message"] and "docs/protocol.md" in h["message"] and "episode context" in h["message"]
+        # its observe is refused the same way (its hello opened no session, and nothing was computed)
+        obs = {"observation.state": np.zeros(32, np.float32), "observation.images.front": np.zeros((8, 8, 3), np.uint8)}
+        h, _ = v1.request("observe", obs, session="0123456789abcdef", step=0, start_step=0, state_kind="measured")
+        assert h["code"] == "version" and h["v"] == 1
+        h, _ = v1.request("configure", session="0123456789abcdef", task="x")
+        assert h["code"] == "version"
+    finally:
+        v1.close()
 
 
 def test_error_unknown_type(raw):
@@ -326,3 +347,126 @@ def test_a_telemetry_subscriber_that_never_reads_loses_messages_and_slows_nothin
     finally:
         sub.close()
         pub.close()
+
+
+# --- v2: episodes, context updates, executed steps -----------------------------------------------
+
+def test_an_episode_carries_its_context_to_the_policy_and_updates_apply_before_the_next_observe(raw):
+    w = raw.hello()
+    sid = w["session"]
+    h, frames = raw.request("episode", session=sid, context=CONTEXT)
+    assert frames == [] and h["type"] == "episode_started" and h["session"] == sid
+    assert h["episode"] == 1 and h["steer"] == {} and h["strategies"] == []
+    h, _ = observe(raw, w, step=0)
+    echo = h["info"]["echo"]
+    assert h["info"]["episode"] == 1 and h["info"]["strategies"] == {}
+    assert echo["context"] == {
+        "instruction": CONTEXT["instruction"], "task": "push", "variant": "obstacle", "seed": 5, "stamp": 1.0,
+        "objects": {"block": [0.4, 0.0, 0.025], "target": [0.6, 0.1, 0.0]}, "robot": "delta",
+    }
+    assert echo["task"] == CONTEXT["instruction"]  # no task given: the context's instruction
+    # a mid-episode update is a notification: no answer, applied before the next observe
+    raw.send(raw.header("context", session=sid, context=with_block_at(CONTEXT, [0.45, 0.02, 0.025], 2.0)))
+    assert raw.quiet(0.3) == []
+    h, _ = observe(raw, w, step=1)
+    assert h["info"]["echo"]["context"]["objects"]["block"] == [0.45, 0.02, 0.025]
+    assert h["info"]["echo"]["context"]["stamp"] == 2.0 and h["info"]["episode"] == 1
+    # a lower step inside an explicit episode does not end it; only the next `episode` does
+    h, _ = observe(raw, w, step=0)
+    assert h["info"]["episode"] == 1 and h["info"]["echo"]["context"]["stamp"] == 2.0
+    h, _ = raw.request("episode", session=sid, context={})
+    assert h["type"] == "episode_started" and h["episode"] == 2
+    h, _ = observe(raw, w, step=0)
+    assert h["info"]["episode"] == 2 and h["info"]["echo"]["context"]["objects"] is None
+
+
+def test_a_context_before_any_episode_is_refused_and_an_observe_starts_an_implicit_one(raw):
+    w = raw.hello()
+    sid = w["session"]
+    seq = raw.send(raw.header("context", session=sid, context=CONTEXT))
+    h, _ = raw.recv()
+    assert h["type"] == "error" and h["re"] == seq and h["code"] == "no_episode" and "episode" in h["message"]
+    h, _ = observe(raw, w, step=3, task="push it")
+    assert h["type"] == "chunk" and h["info"]["episode"] == 1
+    assert h["info"]["echo"]["context"]["instruction"] == "push it"  # the implicit episode's empty context
+    raw.send(raw.header("context", session=sid, context=CONTEXT))  # now there is an episode: applied
+    assert raw.quiet(0.3) == []
+    h, _ = observe(raw, w, step=4)
+    assert h["info"]["echo"]["context"]["seed"] == 5 and h["info"]["episode"] == 1
+    h, _ = observe(raw, w, step=0)  # an implicit episode restarts when the step goes back (v1's rule)
+    assert h["info"]["episode"] == 2 and h["info"]["echo"]["context"]["seed"] is None
+
+
+def test_a_context_failing_its_schema_is_bad_context_naming_the_place_and_the_session_stays_usable(raw):
+    w = raw.hello()
+    sid = w["session"]
+    cases = {
+        "scene/objects/0/position": with_block_at(CONTEXT, [1.0, 2.0], 1.0),
+        "scene/objects/0/position/0": with_block_at(CONTEXT, [float("nan"), 0.0, 0.0], 1.0),
+        "robot/action_mode": {**CONTEXT, "robot": {**CONTEXT["robot"], "action_mode": "teleport"}},
+        "(top level)": {**CONTEXT, "colour": "red"},
+        "seed": {**CONTEXT, "seed": -1},
+    }
+    for where, context in cases.items():
+        h, _ = raw.request("episode", session=sid, context=context)
+        assert h["type"] == "error" and h["code"] == "bad_context", (where, h)
+        assert where in h["message"], (where, h["message"])
+    h, _ = raw.request("episode", session=sid, context=CONTEXT)
+    assert h["type"] == "episode_started" and h["episode"] == 1  # refused episodes are not counted
+    seq = raw.send(raw.header("context", session=sid, context=cases["scene/objects/0/position"]))
+    h, _ = raw.recv()
+    assert h["re"] == seq and h["code"] == "bad_context" and "scene/objects/0/position" in h["message"]
+    h, _ = observe(raw, w, step=1)
+    assert h["type"] == "chunk" and h["info"]["echo"]["context"]["objects"]["block"] == [0.4, 0.0, 0.025]
+
+
+def test_a_context_for_another_task_is_context_mismatch_and_the_episode_goes_on(raw):
+    w = raw.hello()
+    sid = w["session"]
+    h, _ = raw.request("episode", session=sid, context=CONTEXT)
+    assert h["episode"] == 1
+    h, _ = raw.request("episode", session=sid, context={**CONTEXT, "task": "pick-place", "seed": 9})
+    assert h["type"] == "error" and h["code"] == "context_mismatch"
+    assert "'pick-place'" in h["message"] and "'push'" in h["message"]
+    h, _ = observe(raw, w, step=1)  # nothing changed: the first episode goes on
+    assert h["type"] == "chunk" and h["info"]["episode"] == 1 and h["info"]["echo"]["context"]["seed"] == 5
+
+
+def test_episode_context_and_executed_before_hello_get_no_session(raw):
+    for msg_type, keys, arrays in (
+        ("episode", {"context": CONTEXT}, None),
+        ("context", {"context": CONTEXT}, None),
+        ("executed", {"step": 0}, {"action": np.zeros(7, np.float32), "commanded": np.zeros(7, np.float32)}),
+    ):
+        h, _ = raw.request(msg_type, arrays, session="0123456789abcdef", **keys)
+        assert h["type"] == "error" and h["code"] == "no_session" and "hello" in h["message"], msg_type
+    w = raw.hello()  # and the client can go on as usual
+    h, _ = raw.request("episode", session=w["session"], context=CONTEXT)
+    assert h["type"] == "episode_started"
+
+
+def test_executed_is_answered_only_when_malformed(raw):
+    w = raw.hello()
+    sid = w["session"]
+    a = np.arange(7, dtype=np.float32)
+    good = {"action": a, "commanded": a + 1, "state": np.zeros(32, np.float32)}
+    raw.send(raw.header("executed", session=sid, step=5, chunk_start_step=4, index=1, safety="clamped"), good)
+    raw.send(raw.header("executed", session=sid, step=6), {"action": a, "commanded": a})  # a hold, no state
+    raw.send(raw.header("executed", session=sid, step=7, chunk_start_step=None, index=None, safety=None), good)
+    assert raw.quiet(0.5) == []
+    cases = [  # (header keys, arrays, code, what the message says)
+        ({}, {**good, "action": np.zeros(6, np.float32)}, "bad_array", "'action' is <f4 [6]; it must be <f4 [7]"),
+        ({}, {**good, "action": a.astype(np.float64)}, "bad_array", "'action' is <f8 [7]"),
+        ({}, {**good, "commanded": np.full(7, np.inf, np.float32)}, "bad_array", "'commanded' holds non-finite"),
+        ({}, {"action": a}, "bad_array", "'commanded' is missing"),
+        ({}, {**good, "state": np.zeros(31, np.float32)}, "bad_array", "'state' is <f4 [31]; it must be <f4 [32]"),
+        ({}, {**good, "torque": a}, "bad_array", "unexpected arrays ['torque']"),
+        ({"chunk_start_step": 4}, good, "bad_header", "both ints (a chunk row) or both nil"),
+        ({"step": "five"}, good, "bad_header", "'step' must be int"),
+    ]
+    for keys, arrays, code, needle in cases:
+        h, _ = raw.request("executed", arrays, session=sid, **{"step": 8, **keys})
+        assert h["type"] == "error" and h["code"] == code, (needle, h)
+        assert needle in h["message"], (needle, h["message"])
+    h, _ = observe(raw, w, step=9)
+    assert h["type"] == "chunk"

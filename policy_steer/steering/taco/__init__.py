@@ -42,7 +42,8 @@ def build(policy: Any, settings: dict[str, Any]) -> SteerSetup:
     return SteerSetup([TacoSelection(verifier, m, fixed_noise=bool(settings.get("fixed_noise", False)))])
 
 
-METHOD = register(SteerMethod("taco", axes=("candidates", "verifier"), build=build))
+METHOD = register(SteerMethod("taco", axes=("candidates", "verifier"), build=build,
+                              options=("verifier_path", "fixed_noise")))
 
 __all__ = [
     "CFNConfig", "CFNVerifier", "CoinFlipNetwork", "METHOD", "NearestVerifier", "RandomVerifier", "TacoSelection",

@@ -44,32 +44,32 @@ class Config:
     policy: str = ""  # checkpoint folder (or hub id)
     dataset: str = ""  # LeRobotDataset folder the policy was trained on
     out: str | None = None  # default <policy>/verifier
-    overwrite: bool = False
+    overwrite: bool = False  # replace an existing verifier folder
     # feature search
     samples: int = 16  # K candidates per frame (the paper: 50)
     max_frames: int = 2000  # training frames, a random subset (0: all)
     batch_rows: int = 512  # candidates per sampler call
     sampler_method: str = "auto"  # the loop the policy runs with at deployment
-    num_steps: int | None = None
+    num_steps: int | None = None  # denoising steps of that loop (None: the policy's own)
     # held-out evaluation
     held_out: float = 0.1  # share of episodes never trained on (0: no evaluation)
-    eval_frames: int = 300
+    eval_frames: int = 300  # held-out frames the verifier is evaluated on
     perturb_scale: float = 0.5  # normalised action units (RMS)
     # CFN
     out_dim: int = 128  # d (the paper: 20; see policy_steer/steering/taco/cfn.py)
-    width: int = 64
-    depth: int = 1
-    dropout: float = 0.1
-    feature_scale: float = 1.0
-    steps: int = 1500
-    batch_size: int = 256
-    lr: float = 1e-3
+    width: int = 64  # CFN hidden width w
+    depth: int = 1  # CFN residual blocks
+    dropout: float = 0.1  # CFN dropout
+    feature_scale: float = 1.0  # CFN: features are multiplied by this after standardisation
+    steps: int = 1500  # CFN training steps
+    batch_size: int = 256  # CFN training batch size
+    lr: float = 1e-3  # CFN learning rate
     # nearest-feature verifier
-    nearest_dims: int = 32
-    nearest_rows: int = 4096
-    seed: int = 0
-    device: str = "cpu"
-    progress: bool = True
+    nearest_dims: int = 32  # nearest-feature verifier: PCA dimensions kept
+    nearest_rows: int = 4096  # nearest-feature verifier: stored training features (a random subset)
+    seed: int = 0  # seed of the frame subsets, the CFN's prior and its training
+    device: str = "cpu"  # torch device
+    progress: bool = True  # show progress bars
 
 
 def _split(demos: Demonstrations, share: float, rng: np.random.Generator) -> tuple[list[int], list[int]]:

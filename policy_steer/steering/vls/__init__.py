@@ -88,7 +88,12 @@ def config_from_settings(policy: DenoisingPolicy, settings: dict[str, Any]) -> V
     scale = settings.get("guidance_scale")
     normalize = str(settings.get("vls_normalize") or DEFAULT_NORMALIZE)
     cap = settings.get("vls_cap", DEFAULT_CAP if normalize == "raw" else None)
+    form = str(settings.get("vls_form", "auto"))
+    if form == "velocity" and family != "flow":
+        raise SteeringRefused(STEER_UNSUPPORTED, f"VLS guidance form 'velocity' applies to flow policies only; "
+                              f"this policy is {family} (use 'score' or 'auto')")
     grad = GradientConfig(
+        form=form,
         through=str(settings.get("vls_through", "denoiser")),
         normalize=normalize,
         cap=None if cap is None or str(cap).lower() in ("none", "off") else float(cap),
@@ -128,7 +133,10 @@ def build(policy: DenoisingPolicy, settings: dict[str, Any]) -> SteerSetup:
     return SteerSetup([VLSStrategy(policy, config)], sampler=sampler_for(policy, config.particles))
 
 
-METHOD = register(SteerMethod("vls", axes=("particles", "fk", "gradient"), build=build))
+METHOD = register(SteerMethod("vls", axes=("particles", "fk", "gradient"), build=build, options=(
+    "guidance_scale", "vls_normalize", "vls_cap", "vls_through", "vls_form", "vls_schedule", "vls_potential",
+    "vls_fk_lambda", "vls_fk_start", "vls_repulsion", "reward_backend",
+)))
 
 __all__ = [
     "ChunkReward", "DEFAULT_CAP", "DEFAULT_FK_START", "DEFAULT_NORMALIZE", "DEFAULT_SCALE", "UNIT_SCALE", "EpisodeReward", "EpisodeStats", "FKConfig", "GradientConfig", "METHOD",
