@@ -262,10 +262,10 @@ class ClientChunkSource:
 
     ``start_episode``, ``update_context`` and ``report_executed`` map onto the client's methods of the
     same names (protocol v2's ``episode``, ``context`` and ``executed`` messages); a ``seed`` given to
-    ``start_episode`` replaces the context's (the server reseeds the session's noise with it). The protocol carries a prefix only as "actions committed
-    before ``start_step``", so only those rows of a longer previous plan are sent (RTC's soft overlap
-    stays local until the protocol says more). ``wants_prefix`` says whether the server's steering reads
-    a prefix (e.g. ``rtc``).
+    ``start_episode`` replaces the context's (the server reseeds the session's noise with it). The
+    previous plan travels whole, with ``prefix_start``/``prefix_committed`` (protocol v2's ``observe``),
+    so RTC's soft overlap is inpainted on the server as it is in process. ``wants_prefix`` is what the
+    server said in ``episode_started`` (its steering reads a prefix, e.g. ``rtc``).
     """
 
     def __init__(self, client, wants_prefix: bool = False, timeout_s: float | None = None) -> None:
@@ -279,6 +279,11 @@ class ClientChunkSource:
 
     @property
     def wants_prefix(self) -> bool:
+        """What the server said in its last ``episode_started`` (its steering reads the previous plan),
+        else what this source was built with."""
+        episode = self.client.episode
+        if episode is not None and "wants_prefix" in episode:
+            return bool(episode["wants_prefix"])
         return self._wants_prefix
 
     def submit(
@@ -290,15 +295,13 @@ class ClientChunkSource:
         prefix_start: int | None = None,
         prefix_committed: int | None = None,
     ):
-        if prefix is not None and prefix_start is not None:
-            n = int(start_step) - int(prefix_start)  # rows that run before start_step
-            # Only a run of rows that ends right before start_step fits the protocol's meaning.
-            prefix = prefix[:n] if 0 < n <= len(prefix) else None
         if prefix is not None and len(prefix) == 0:
             prefix = None
         return self.client.submit_chunk(
             obs, step=int(obs[STEP]), start_step=int(start_step), prefix=prefix, state_kind=state_kind,
             timeout_s=self.timeout_s,
+            prefix_start=None if prefix is None else prefix_start,
+            prefix_committed=None if prefix is None else prefix_committed,
         )
 
     def start_episode(self, context: EpisodeContext, seed: int | None = None) -> dict[str, Any]:

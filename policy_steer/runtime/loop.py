@@ -430,6 +430,8 @@ class ControlLoop:
         if reset:
             robot.reset(seed=seed)
             source.start_episode(robot.context(seed), seed)
+            if cfg.send_prefix is None:  # a server says in its answer whether its steering reads a prefix
+                planner.set_send_prefix(source.wants_prefix)
 
         flight: _InFlight | None = None
         chunks: list[ChunkRecord] = []

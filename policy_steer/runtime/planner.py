@@ -98,14 +98,19 @@ class ChunkPlanner:
             raise ConfigError(f"n_execute must be >= 1, got {self.n_execute}")
         if self.quantize < 1:
             raise ConfigError(f"quantization q must be >= 1, got {self.quantize}")
-        if self.send_prefix and self.quantize > 1:
-            raise ConfigError("prefix inpainting needs unquantized actions (the prefix is in policy steps); use quantize 1")
+        self.set_send_prefix(self.send_prefix)
         self._estimator: FutureStateEstimator | None = (
             make_estimator(self.estimator, self.robot) if self.mode == "vlash" else None
         )
         self.queue = ActionQueue(self.action_dim)
         self.n_exec_rows = -(-self.n_execute // self.quantize)  # queued rows per chunk
         self.reset()
+
+    def set_send_prefix(self, send: bool) -> None:
+        """Whether requests carry the previous plan (the chunk source's steering reads it)."""
+        if send and self.quantize > 1:
+            raise ConfigError("prefix inpainting needs unquantized actions (the prefix is in policy steps); use quantize 1")
+        self.send_prefix = bool(send)
 
     @property
     def estimator_name(self) -> str | None:

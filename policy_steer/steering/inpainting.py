@@ -127,6 +127,9 @@ class PrefixInpainting(Strategy):
     def needs_grad(self, k: int) -> bool:
         return self._mask is not None and self.config.jacobian == "vjp"
 
+    def acted(self) -> bool:
+        return self._mask is not None  # no previous plan (an episode's first chunk): nothing to inpaint
+
     def begin(self, run: "SamplerRun") -> None:
         self._target = self._mask = self._committed_rows = None
         self._figures = {"prefix_rows": 0, "guided_rows": 0}

@@ -356,8 +356,13 @@ class PolicyClient:
         prefix: np.ndarray | None = None,
         state_kind: str = "measured",
         timeout_s: float | None = None,
+        prefix_start: int | None = None,
+        prefix_committed: int | None = None,
     ) -> ChunkRequest:
-        """Send an observe now; returns a :class:`ChunkRequest` that settles by its deadline."""
+        """Send an observe now; returns a :class:`ChunkRequest` that settles by its deadline.
+
+        ``prefix`` [d, A]: the previous plan; by default actions committed before ``start_step``;
+        ``prefix_start``/``prefix_committed`` place a longer plan that overlaps the chunk (docs/protocol.md)."""
         self._check_usable()
         start_step = step if start_step is None else int(start_step)
         if state_kind not in STATE_KINDS:
@@ -372,6 +377,10 @@ class PolicyClient:
         task = obs.get(TASK)
         if task is not None:
             header["task"] = str(task)
+        if prefix is not None and prefix_start is not None:
+            header["prefix_start"] = int(prefix_start)
+        if prefix is not None and prefix_committed is not None:
+            header["prefix_committed"] = int(prefix_committed)
         deadline = time.monotonic() + (self.config.timeout_s if timeout_s is None else timeout_s)
         request = ChunkRequest(int(step), start_step, deadline)
         self._call(lambda: self._start(_Pending(OBSERVE, header, arrays, request, deadline)))
@@ -385,9 +394,12 @@ class PolicyClient:
         prefix: np.ndarray | None = None,
         state_kind: str = "measured",
         timeout_s: float | None = None,
+        prefix_start: int | None = None,
+        prefix_committed: int | None = None,
     ) -> Chunk:
         """Blocking observe -> chunk. Raises RequestTimeout, BusyError, RemoteError, SpecChanged."""
-        return self.submit_chunk(obs, step, start_step, prefix, state_kind, timeout_s).result()
+        return self.submit_chunk(obs, step, start_step, prefix, state_kind, timeout_s, prefix_start,
+                                 prefix_committed).result()
 
     def configure(
         self, task: str | None = None, steer: dict[str, Any] | None = None, timeout_s: float | None = None
@@ -979,6 +991,7 @@ class PolicyClient:
             "episode": msg.get("episode"),
             "steer": dict(msg.get("steer")),
             "strategies": list(strategies),
+            "wants_prefix": bool(msg.get("wants_prefix", False)),
         }
         self.stats.episodes += 1
         self._replay = p.context  # the episode in force now: re-sent after a reconnect

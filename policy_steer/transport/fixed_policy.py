@@ -96,6 +96,7 @@ class FixedChunkPolicy:
         trained_task: str | None = None,
     ) -> None:
         self.spec = spec
+        self.wants_prefix = False
         if actions is None:
             h, a = spec.horizon, spec.action_dim
             actions = np.arange(h, dtype=np.float32)[:, None] + np.arange(a, dtype=np.float32)[None, :] / 100
@@ -115,7 +116,14 @@ class FixedChunkPolicy:
         self.episodes = 0
         self.ended_sessions: list[str] = []
 
-    def predict_chunk(self, obs: Observation, prefix: np.ndarray | None = None, start_step: int | None = None) -> Chunk:
+    def predict_chunk(
+        self,
+        obs: Observation,
+        prefix: np.ndarray | None = None,
+        start_step: int | None = None,
+        prefix_start: int | None = None,
+        prefix_committed: int | None = None,
+    ) -> Chunk:
         self.calls += 1
         if self.delay_s:
             time.sleep(self.delay_s)

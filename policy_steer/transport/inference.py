@@ -82,9 +82,15 @@ class ServedPolicy(Protocol):
     """What the server runs (see the module docstring for each member's contract)."""
 
     spec: PolicySpec
+    wants_prefix: bool  # its steering reads the previous plan (told to the robot in `episode_started`)
 
     def predict_chunk(
-        self, obs: dict[str, Any], prefix: np.ndarray | None = None, start_step: int | None = None
+        self,
+        obs: dict[str, Any],
+        prefix: np.ndarray | None = None,
+        start_step: int | None = None,
+        prefix_start: int | None = None,
+        prefix_committed: int | None = None,
     ) -> Chunk: ...
 
     def configure(self, task: str | None = None, steer: dict[str, Any] | None = None) -> dict[str, Any]: ...
@@ -377,6 +383,7 @@ class InferenceWorker(threading.Thread):
             "episode": session.episode,
             "steer": to_wire(self.in_force),
             "strategies": [str(n) for n in strategies],
+            "wants_prefix": bool(self.policy.wants_prefix),
         }
         event = {"session": session.id, "event": "episode_started", "episode": session.episode,
                  "implicit": False, "strategies": header["strategies"]}
@@ -413,7 +420,10 @@ class InferenceWorker(threading.Thread):
         obs = self._observation(job)
         prefix = None if job.prefix is None else np.array(job.prefix)
         t0 = time.monotonic()
-        chunk = self.policy.predict_chunk(obs, prefix=prefix, start_step=job.start_step)
+        chunk = self.policy.predict_chunk(
+            obs, prefix=prefix, start_step=job.start_step, prefix_start=job.prefix_start,
+            prefix_committed=job.prefix_committed,
+        )
         session.last_step = job.step
         self._reply_chunk(job, chunk, t0, time.monotonic())
 

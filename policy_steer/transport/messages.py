@@ -62,6 +62,7 @@ _STR = (str,)
 _MAP = (dict,)
 _LIST = (list,)
 _NONE = (type(None),)
+_BOOL = (bool,)
 
 # type -> {key: (accepted Python types after msgpack decoding, required)}
 HEADER_KEYS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
@@ -80,6 +81,8 @@ HEADER_KEYS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
         "start_step": (_INT, True),
         "task": (_STR, False),
         "state_kind": (_STR, True),
+        "prefix_start": (_INT, False),
+        "prefix_committed": (_INT, False),
     },
     CHUNK: {"re": (_INT, True), "session": (_STR, True), "start_step": (_INT, True), "info": (_MAP, True)},
     CONFIGURE: {"session": (_STR, True), "task": (_STR, False), "steer": (_MAP, False)},
@@ -91,6 +94,7 @@ HEADER_KEYS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
         "episode": (_INT, True),
         "steer": (_MAP, True),
         "strategies": (_LIST, True),
+        "wants_prefix": (_BOOL, False),
     },
     CONTEXT: {"session": (_STR, True), "context": (_MAP, True)},
     EXECUTED: {

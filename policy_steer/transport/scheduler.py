@@ -53,6 +53,8 @@ class Job:
     task: str | None = None
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
     prefix: np.ndarray | None = None
+    prefix_start: int | None = None  # control index of the prefix's row 0 (None: it ends before start_step)
+    prefix_committed: int | None = None  # its leading rows that run for sure (None: all)
     steer: dict[str, Any] | None = None
     context: EpisodeContext | None = None  # episode / context jobs: already checked against the schema
     frames: list[Any] = field(default_factory=list)  # keeps the received buffers alive for the views

@@ -443,6 +443,13 @@ class PolicyServer:
                 )
             if not np.isfinite(prefix).all():
                 raise ProtocolError(BAD_ARRAY, "observe: 'prefix' holds non-finite values", re)
+        start, committed = msg.get("prefix_start"), msg.get("prefix_committed")
+        if (start is not None or committed is not None) and prefix is None:
+            raise ProtocolError(BAD_HEADER, "observe: 'prefix_start'/'prefix_committed' given without a 'prefix'", re)
+        if start is not None and start > msg.get("start_step"):
+            raise ProtocolError(BAD_HEADER, f"observe: 'prefix_start' {start} is after 'start_step' {msg.get('start_step')}", re)
+        if committed is not None and not 0 <= committed <= prefix.shape[0]:
+            raise ProtocolError(BAD_HEADER, f"observe: 'prefix_committed' {committed} is outside [0, {prefix.shape[0]}]", re)
         return prefix
 
     def _observe(self, identity: bytes, peer: bytes, msg: Message, frames: list[Any], now: float) -> None:
@@ -461,6 +468,8 @@ class PolicyServer:
             task=msg.get("task"),
             arrays={k: v for k, v in msg.arrays.items() if k != PREFIX},
             prefix=prefix,
+            prefix_start=msg.get("prefix_start"),
+            prefix_committed=msg.get("prefix_committed"),
             frames=frames,
         )
         old = self.queue.put(job)

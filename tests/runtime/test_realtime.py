@@ -72,22 +72,27 @@ def test_wall_clock_run_of_a_task_env(push_policy):
     assert all(e < 1e-3 for e in errs)  # the model estimator on the simulator: the future state is exact
 
 
-def test_client_source_sends_only_what_the_protocol_can_say():
+def test_client_source_sends_the_whole_previous_plan_and_where_it_runs():
+    """Protocol v2's observe carries prefix_start/prefix_committed: RTC's overlap reaches the server."""
     calls = []
 
     class FakeClient:
         spec = TaggedPolicy.spec
+        episode = None
 
-        def submit_chunk(self, obs, step, start_step=None, prefix=None, state_kind="measured", timeout_s=None):
-            calls.append((step, start_step, None if prefix is None else prefix[:, 1].tolist(), state_kind))
+        def submit_chunk(self, obs, step, start_step=None, prefix=None, state_kind="measured", timeout_s=None,
+                         prefix_start=None, prefix_committed=None):
+            calls.append((step, start_step, None if prefix is None else prefix[:, 1].tolist(), state_kind,
+                          prefix_start, prefix_committed))
             return object()
 
     src = ClientChunkSource(FakeClient(), wants_prefix=True)
     plan = np.stack([np.zeros(6), np.arange(6), np.zeros(6)], 1).astype(np.float32)
     src.submit({"step": 10}, start_step=12, prefix=plan, state_kind="estimated", prefix_start=10, prefix_committed=2)
-    src.submit({"step": 10}, start_step=10, prefix=plan, prefix_start=10, prefix_committed=2)  # nothing before start
-    src.submit({"step": 10}, start_step=12, prefix=plan[:2])  # already in the protocol's meaning
-    assert calls == [(10, 12, [0.0, 1.0], "estimated"), (10, 10, None, "measured"), (10, 12, [0.0, 1.0], "measured")]
+    src.submit({"step": 10}, start_step=12, prefix=plan[:0])  # an empty plan is no plan
+    src.submit({"step": 10}, start_step=12, prefix=plan[:2])  # committed rows only (v1's meaning)
+    assert calls == [(10, 12, [0.0, 1.0, 2.0, 3.0, 4.0, 5.0], "estimated", 10, 2), (10, 12, None, "measured", None, None),
+                     (10, 12, [0.0, 1.0], "measured", None, None)]
 
 
 def test_the_transport_client_plugs_in_as_a_chunk_source():

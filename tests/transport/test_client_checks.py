@@ -135,7 +135,7 @@ class HistoryPolicy(FixedChunkPolicy):
         super().__init__(fixed_spec(state_dim=2), echo=True)
         self.history: list[float] = []
 
-    def predict_chunk(self, obs, prefix=None, start_step=None) -> Chunk:
+    def predict_chunk(self, obs, prefix=None, start_step=None, prefix_start=None, prefix_committed=None) -> Chunk:
         self.history.append(float(obs["observation.state"][0]))
         chunk = super().predict_chunk(obs, prefix, start_step)
         chunk.info["history"] = list(self.history)
@@ -184,7 +184,7 @@ def test_a_policy_without_the_served_contract_is_refused_by_name():
     class Bare:
         spec = fixed_spec()
 
-        def predict_chunk(self, obs, prefix=None, start_step=None):
+        def predict_chunk(self, obs, prefix=None, start_step=None, prefix_start=None, prefix_committed=None):
             raise AssertionError("never called")
 
     with pytest.raises(ConfigError, match="lacks configure, export_session_state, import_session_state, "

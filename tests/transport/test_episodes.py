@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from policy_steer.errors import STEER_UNSUPPORTED, SteeringRefused
 from policy_steer.steering.base import Strategy
 from policy_steer.steering.registry import SteerMethod, SteerSetup, register
 from policy_steer.transport import PolicyClient, PolicyServer, RemoteError, ServerConfig, TelemetrySubscriber
@@ -66,18 +65,10 @@ class Probe(Strategy):
         }
 
 
-def _only_for_flow(policy, settings) -> SteerSetup:
-    """A method whose sampler exists for flow policies only: the family check a real one makes."""
-    family = policy.spec.family
-    if family != "flow":
-        raise SteeringRefused(
-            STEER_UNSUPPORTED, f"flow_only has no sampler for policy family {family!r}", strategy="flow_only"
-        )
-    return SteerSetup([Probe()])
+
 
 
 register(SteerMethod("probe", (), lambda policy, settings: SteerSetup([Probe()])))
-register(SteerMethod("flow_only", (), _only_for_flow))
 
 
 @pytest.fixture(scope="module")
@@ -188,9 +179,9 @@ def test_each_refusal_code_over_the_wire_and_the_session_stays_usable(client, se
     msg = refused("steer_unavailable", client.configure, steer={"method": "taco", "verifier_path": "/nonexistent/v"})
     assert "/nonexistent/v" in msg
     usable({})
-    # steer_unsupported: an option the policy's family lacks
-    msg = refused("steer_unsupported", client.configure, steer={"method": "flow_only"})
-    assert "'diffusion'" in msg
+    # steer_unsupported: an option the policy's family lacks (VLS's velocity form is for flow policies)
+    msg = refused("steer_unsupported", client.configure, steer={"method": "vls", "vls_form": "velocity"})
+    assert "flow policies only" in msg and "diffusion" in msg
     usable({})
     # context_mismatch: a context for another task than the checkpoint's (policy_steer.json: push)
     other = dataclasses.replace(robot.context(), task="pick-place")
@@ -331,3 +322,28 @@ def test_a_served_episode_reproduces_the_in_process_one_whatever_other_sessions_
             robot.run(chunk, 6)
     finally:
         a.close(), b.close()
+
+
+def test_the_server_tells_the_robot_when_its_steering_reads_the_previous_plan(client):
+    """RTC over the wire: `episode_started` says wants_prefix, so the robot's loop sends the prefix
+    (without it RTC would have nothing to inpaint, and every chunk would say rtc did not act)."""
+    from policy_steer.runtime.chunk_source import ClientChunkSource
+
+    robot = Robot(seed=2)
+    source = ClientChunkSource(client)
+    assert client.configure(steer={"method": "rtc"})["method"] == "rtc"
+    assert client.start_episode(robot.context())["wants_prefix"] is True and source.wants_prefix
+    first = client.request_chunk(robot.obs, step=0)
+    assert first.info["strategies"] == {"rtc": False}  # no previous plan yet: said, not hidden
+    robot.run(first, 4)
+    # committed rows only (v1's meaning), ending right before the chunk: this policy's chunk has no
+    # past rows to put them on, so RTC cannot act, and the chunk says so
+    only_committed = client.request_chunk(robot.obs, step=4, start_step=8, prefix=first.actions[4:8])
+    assert only_committed.info["strategies"] == {"rtc": False}
+    # the previous plan overlapping the new chunk, 4 rows committed: RTC inpaints the overlap
+    second = client.request_chunk(robot.obs, step=4, start_step=8, prefix=first.actions[4:12],
+                                  prefix_start=4, prefix_committed=4)
+    assert second.info["strategies"] == {"rtc": True} and second.info["steer"]["rtc"]["prefix_rows"] == 8
+    assert second.info["steer"]["rtc"]["guided_rows"] >= 4
+    assert client.configure(steer={"method": "none"})["method"] == "none"
+    assert client.start_episode(robot.context())["wants_prefix"] is False and not source.wants_prefix
