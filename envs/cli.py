@@ -25,12 +25,12 @@ class ListConfig:
 
 @dataclass
 class ShowConfig:
-    task: str = "push"
-    variant: str = "nominal"
-    seed: int = 0
+    task: str = "push"  # reach | push | pick-place | lift
+    variant: str = "nominal"  # nominal | obstacle | shifted-surface | clutter | moving-goal
+    seed: int = 0  # seed of the reset
     out: str = "shot.png"  # picture after the reset ("" for none)
     video: str = ""  # an .mp4 of the scripted expert's episode ("" for none)
-    camera: str = "front"
+    camera: str = "front"  # the camera rendered: front | wrist
     size: IntList = field(default_factory=lambda: IntList([480, 640]))  # height,width
 
 

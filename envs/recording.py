@@ -35,8 +35,8 @@ class Config:
     task: str = "push"  # reach | push | pick-place | lift
     episodes: int = 50  # successful episodes to keep
     out: str = ""  # output folder (must not exist, or be empty)
-    variant: str = "nominal"
-    seed_start: int = 0
+    variant: str = "nominal"  # nominal | obstacle | shifted-surface | clutter | moving-goal
+    seed_start: int = 0  # the first seed tried (failed episodes are skipped)
     cameras: StrList = field(default_factory=StrList)  # e.g. front or front,wrist
     image_size: IntList = field(default_factory=lambda: IntList([96, 96]))  # height,width
     action_mode: str = "delta"  # delta | absolute

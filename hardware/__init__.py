@@ -1,7 +1,9 @@
-"""policy_steer.hardware: real arms behind the robot-side client, with a safety layer and a watchdog.
+"""policy_steer.hardware: the robot-side host and its drivers, behind a safety layer and a watchdog.
 
-The robot computer's side of DESIGN.md's data flow. Every command to an arm passes through the
-safety layer; nothing in the core (``policy_steer.*`` outside this package) imports it.
+The robot computer's side of DESIGN.md's data flow: one host (:mod:`~policy_steer.hardware.host`:
+connection, safety layer, telemetry, report, signals) for a real arm, the virtual arm and a simulated
+task. Every command to a driver passes through the safety layer; nothing in the core
+(``policy_steer.*`` outside this package) imports it.
 
 - :mod:`~policy_steer.hardware.arm`: the ``Arm`` interface (observe, command, limits, rate, safe stop);
 - :mod:`~policy_steer.hardware.limits`: joint ranges, workspace box, velocities; narrowing from a file;
@@ -14,8 +16,12 @@ safety layer; nothing in the core (``policy_steer.*`` outside this package) impo
 - :mod:`~policy_steer.hardware.estop`: the control socket and ``policy-steer estop``;
 - :mod:`~policy_steer.hardware.interventions`: every intervention logged, counted, published;
 - :mod:`~policy_steer.hardware.safety`: the safety layer itself (the runtime's ``Robot``);
-- :mod:`~policy_steer.hardware.drivers`: ``virtual`` (MuJoCo) and ``lerobot:<type>`` (any lerobot robot);
-- :mod:`~policy_steer.hardware.session` and :mod:`~policy_steer.hardware.cli`: ``policy-steer robot``.
+- :mod:`~policy_steer.hardware.drivers`: ``virtual`` (MuJoCo), ``lerobot:<type>`` (any lerobot robot) and
+  :mod:`~policy_steer.hardware.drivers.sim_task` (a simulated task of ``policy_steer.envs``);
+- :mod:`~policy_steer.hardware.context`: the episode context a host sends (``--scene FILE.json``, the
+  ``ContextProvider`` hook for a perception module);
+- :mod:`~policy_steer.hardware.host` and :mod:`~policy_steer.hardware.cli`: ``policy-steer robot`` and
+  ``policy-steer sim-robot`` (one host, one set of options), ``policy-steer estop``.
 
 Names are imported lazily (``from policy_steer.hardware import SafetyLayer``): importing the package
 pulls in neither MuJoCo nor lerobot.
@@ -31,8 +37,9 @@ _EXPORTS = {
     "Kinematics": "arm", "ArmLimits": "limits", "CommandFilter": "command_filter", "SafetyLayer": "safety",
     "SafetyStep": "safety", "Watchdog": "watchdog", "WatchdogConfig": "watchdog", "EstopServer": "estop",
     "send_estop": "estop", "make_space": "spaces", "ObservationMap": "observation", "make_arm": "drivers",
-    "RobotSession": "session", "RobotRunConfig": "session", "DriverUnavailable": "errors", "SafetyError": "errors",
-    "ArmStopped": "errors",
+    "RobotHost": "host", "HostOptions": "host", "RobotConfig": "host", "SimRobotConfig": "host", "run_host": "host",
+    "ContextProvider": "context", "load_scene_file": "context", "EeStep": "arm",
+    "DriverUnavailable": "errors", "SafetyError": "errors", "ArmStopped": "errors",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -3,9 +3,26 @@
 An arm is observed (:class:`ArmObservation`: joint positions, the end-effector pose when the driver
 knows its kinematics, the gripper, camera frames, each with a monotonic stamp) and commanded with
 **joint targets** (:class:`JointCommand`, already checked by the safety layer). End-effector targets
-(:class:`EeCommand`) are turned into joint targets by the safety layer through the arm's
-:class:`Kinematics`, so that every command that reaches a driver is one whose joint values, step and
-end-effector position have been checked. An arm without kinematics takes joint targets only.
+(:class:`EeCommand`, or :class:`EeStep` for a displacement from the measured position) are turned into
+joint targets by the safety layer through the arm's :class:`Kinematics`, so that every command that
+reaches a driver is one whose joint values, step and end-effector position have been checked. An arm
+without kinematics takes joint targets only.
+
+**Drivers that take end-effector targets natively** (``ee_native = True``): a simulated task
+(:mod:`~policy_steer.hardware.drivers.sim_task`) cannot take joint targets, because its own controller
+solves the inverse kinematics inside its step (the plain-MuJoCo tasks' IK with a smooth joint ramp,
+robosuite's operational-space controller); sending it joint targets would bypass the very controller the
+policy was trained against. Such a driver gets :class:`EeStep`/:class:`EeCommand` through
+:meth:`Arm.command_ee`, after the command filter's checks that apply to a target (finite values,
+the workspace box, the end-effector step; :meth:`~policy_steer.hardware.command_filter.CommandFilter.native`).
+Joint ranges and joint steps are then its controller's to keep. A step the filter lets through
+unchanged reaches the driver as the same numbers, so a simulated task steps exactly as the benchmark's
+simulator does.
+
+Every member the host or the safety layer uses is declared here with a default that fits a real arm
+(no ``getattr`` probes): a simulated task also ends episodes (``episode_over``, ``info``), resets its
+world (``start_episode``), knows its instruction and scene (``episode_context``, ``dynamic_scene``), its
+state layout and its robot description (with a model rollout for the VLASH estimator).
 
 Drivers also say what they can do safely: :attr:`Arm.limits` (joint ranges, workspace box, maximum
 velocities; see :mod:`~policy_steer.hardware.limits`), a default control rate, and a
@@ -17,11 +34,13 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from policy_steer.hardware.errors import SafetyError
 from policy_steer.hardware.limits import ArmLimits
+from policy_steer.types import EpisodeContext, PolicySpec, RobotDescription
 
 
 @dataclass(frozen=True)
@@ -51,6 +70,9 @@ class ArmObservation:
     ee_quat: np.ndarray | None = None  # [4] wxyz
     joint_vel: np.ndarray | None = None  # [n] per second
     images: dict[str, CameraFrame] = field(default_factory=dict)
+    # further observation features the driver reads, by lerobot key (a simulated task's
+    # observation.environment_state: its object poses); passed to the policy as they are
+    features: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -70,7 +92,22 @@ class EeCommand:
     gripper: float
 
 
-ArmCommand = JointCommand | EeCommand
+@dataclass(frozen=True)
+class EeStep:
+    """An end-effector displacement ``delta`` [3] (metres) from the measured position ``origin`` [3]
+    (world), and a gripper target: the target is ``origin + delta``. A driver that takes displacements
+    natively (a delta-action task) gets ``delta`` itself, bit for bit, when the filter did not change it."""
+
+    origin: np.ndarray
+    delta: np.ndarray
+    gripper: float
+
+    @property
+    def target(self) -> np.ndarray:
+        return np.asarray(self.origin, dtype=np.float64) + np.asarray(self.delta, dtype=np.float64)
+
+
+ArmCommand = JointCommand | EeCommand | EeStep
 
 
 @runtime_checkable
@@ -95,6 +132,20 @@ class Arm(ABC):
     control_hz: float = 10.0  # the rate the driver is meant to be commanded at (the CLI's --rate overrides)
     kinematics: Kinematics | None = None
     cameras: tuple[str, ...] = ()
+    camera_shapes: dict[str, tuple[int, ...]] = {}  # fixed camera shapes [H, W, 3] (empty: any size, set_camera_size)
+    state_names: tuple[str, ...] = ()  # names of ArmObservation.state (empty: the action names)
+    feature_shapes: dict[str, tuple[int, ...]] = {}  # shapes of ArmObservation.features, by lerobot key
+    # Named slices of ArmObservation.state for the policy's state layout (None: the host names them);
+    # a simulated task names ee_pos, gripper, joint_pos and its object poses.
+    state_layout: dict[str, slice] | None = None
+    instruction: str | None = None  # the task the driver knows it runs (a simulated task's instruction)
+    ee_native: bool = False  # True: takes end-effector targets through command_ee, never joint targets (module docstring)
+    native_space: str | None = None  # the one action space an ee_native driver takes (ee_delta | ee_absolute)
+    max_step: float | None = None  # ee_delta: the largest step per axis the driver takes (None: from the limits)
+    # Simulated time one command lasts, for a simulator that advances a fixed time per command (a task env:
+    # 1 / its task rate, whatever the host's rate); None: real time, one control period. Step limits use it.
+    command_period_s: float | None = None
+    dynamic_scene: bool = False  # True: the scene the driver describes changes during an episode (objects move)
 
     @property
     def action_names(self) -> tuple[str, ...]:
@@ -130,6 +181,49 @@ class Arm(ABC):
     @abstractmethod
     def safe_stop(self) -> None:
         """Driver-defined safe stop: brake where the arm stands (torque on) and refuse further commands."""
+
+    # --- declared with defaults that fit a real arm ------------------------------------------------
+    def command_ee(self, cmd: EeCommand | EeStep) -> None:
+        """An end-effector target, for an ``ee_native`` driver only (already checked by the command filter)."""
+        raise SafetyError(f"{self.name} takes joint targets only")
+
+    @property
+    def episode_over(self) -> bool:
+        """The driver ended the episode (a simulated task's success, failure or time limit); an arm never does."""
+        return False
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """The last step's information (a simulated task's ``success``, ``failure``, ...)."""
+        return {}
+
+    def start_episode(self, seed: int | None = None) -> None:
+        """A new episode begins: a simulated task resets its world (``seed``); a real arm stays where it is."""
+
+    def episode_context(self, seed: int | None = None) -> EpisodeContext | None:
+        """The episode context the driver knows (a simulated task: read from the simulator now), or None."""
+        return None
+
+    def robot_description(self) -> RobotDescription | None:
+        """The driver's own robot description (a simulated task's, with its model rollout), or None: the
+        safety layer derives it from the action space and the observation map."""
+        return None
+
+    def set_camera_size(self, camera: str, size: tuple[int, int]) -> None:
+        """Deliver ``camera`` at ``size`` (H, W), what the policy asks for. Fixed cameras are checked."""
+        shape = self.camera_shapes.get(camera)
+        if camera not in self.cameras:
+            raise SafetyError(f"the policy wants camera {camera!r}; {self.name} has {list(self.cameras)}")
+        if shape is not None and tuple(shape[:2]) != tuple(size):
+            raise SafetyError(f"the policy wants camera {camera!r} at {list(size)}; {self.name} gives {list(shape[:2])}")
+
+    def check_policy(self, spec: PolicySpec) -> None:
+        """Raise SafetyError naming what does not fit, when the policy cannot drive this driver (a simulated
+        task checks the observation keys and the action size it takes); the host checks the rest."""
+
+    def narrow_limits(self, spec: dict[str, Any]) -> None:
+        """Narrow :attr:`limits` with a limits file's content (:func:`~policy_steer.hardware.limits.narrow`)."""
+        raise SafetyError(f"{self.name} cannot narrow its limits")
 
     def __enter__(self) -> Arm:
         self.connect()

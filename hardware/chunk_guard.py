@@ -22,7 +22,7 @@ from policy_steer.errors import ValidationError
 from policy_steer.hardware.interventions import InterventionLog
 from policy_steer.hardware.spaces import ActionSpace
 from policy_steer.hardware.watchdog import Watchdog
-from policy_steer.types import Chunk, Observation, PolicySpec
+from policy_steer.types import Chunk, EpisodeContext, ExecutedStep, Observation, PolicySpec
 
 
 class ChunkRejected(ValidationError):
@@ -140,7 +140,8 @@ class GuardedHandle:
 
 
 class GuardedChunkSource:
-    """Any runtime chunk source, with every chunk validated by a :class:`ChunkGuard`."""
+    """Any runtime chunk source (:class:`~policy_steer.runtime.chunk_source.ChunkSource`), with every chunk
+    validated by a :class:`ChunkGuard`; the episode calls pass through."""
 
     def __init__(self, inner: Any, guard: ChunkGuard) -> None:
         self.inner = inner
@@ -167,9 +168,24 @@ class GuardedChunkSource:
                                    prefix_start=prefix_start, prefix_committed=prefix_committed)
         return GuardedHandle(handle, self.guard)
 
-    def reset(self, seed: int | None = None, episode: dict[str, Any] | None = None) -> None:
+    def start_episode(self, context: EpisodeContext, seed: int | None = None) -> dict[str, Any]:
+        """A new episode: rows of earlier chunks are never executed again. The call blocks until the
+        server answered (a strategy may prepare the episode first): the watchdog watches from its answer."""
         self.guard.rows.clear()
-        self.inner.reset(seed=seed, episode=episode)
+        watchdog = self.guard.watchdog
+        armed = watchdog.armed
+        watchdog.disarm()
+        try:
+            return self.inner.start_episode(context, seed)
+        finally:
+            if armed:
+                watchdog.arm()
+
+    def update_context(self, context: EpisodeContext) -> None:
+        self.inner.update_context(context)
+
+    def report_executed(self, step: ExecutedStep) -> None:
+        self.inner.report_executed(step)
 
     def close(self) -> None:
         self.inner.close()

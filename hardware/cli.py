@@ -1,17 +1,26 @@
-"""``policy-steer robot`` (the real-robot control loop) and ``policy-steer estop`` (stop it).
+"""``policy-steer robot``, ``policy-steer sim-robot`` (the robot host, :mod:`~policy_steer.hardware.host`)
+and ``policy-steer estop`` (stop it).
 
     policy-steer robot --driver lerobot:so101_follower --driver-arg port=/dev/ttyACM0 --driver-arg id=arm1 \\
-        --server tcp://gpu-box:5555 --mode vlash --rate 30 --curve_keys keys/
-    policy-steer robot --driver lerobot:so101_follower --server tcp://127.0.0.1:5555 --dry-run   # MuJoCo stand-in
+        --server tcp://gpu-box:5555 --mode vlash --rate 30 --curve_keys keys/ \\
+        --instruction "push the block onto the target" --scene scene.json
+    policy-steer robot --driver lerobot:so101_follower --server tcp://127.0.0.1:5555 --virtual_arm  # MuJoCo stand-in
+    policy-steer robot --driver virtual --server tcp://127.0.0.1:5555 --dry-run  # observe only, never command
+    policy-steer sim-robot --task push --variant obstacle --server tcp://127.0.0.1:5555 --mode sync \\
+        --clock virtual --episodes 50 --seed 3000 --report sim_robot.json
     policy-steer estop --endpoint tcp://127.0.0.1:5558 --reason "hand in the workspace"
 
-``robot`` logs every intervention as it happens (stderr) and ends with three lines on stdout: steps
-executed and held, chunks accepted and refused; every intervention counted by kind and key; the stop
-reason (with the e-stop's reaction time on a loopback control socket). It exits 0 when the run ends
-(``--max_steps``, ``--duration_s``), 3 when the safety layer stopped the arm (watchdog, e-stop, driver
-error, a signal; the reason is printed on stderr too), 2 on a configuration or driver error (one line,
-e.g. a missing SDK or serial port). ``estop`` exits 0 once the robot process acknowledged the stop,
-1 if nobody answered.
+Both host commands take the same host options (``--server``, ``--mode``, ``--rate``, ``--dry_run``,
+``--request_timeout_s``, ``--client_name``, ``--report``, ``--records``, ``--telemetry``, ``--estop``,
+``--watchdog.*``, ...) with one meaning; ``robot`` adds its driver's (``--driver``, ``--instruction``,
+``--scene``, ...), ``sim-robot`` its task's (``--task``, ``--variant``, ``--episodes``, ``--seed``,
+``--clock``, ``--latency``). A host logs every intervention as it happens (stderr), prints a line when
+connected and one per episode, and ends with three lines: steps executed and held, chunks accepted and
+refused; every intervention counted by kind and key; the stop reason (with the e-stop's reaction time
+on a loopback control socket). Exit codes: 0 when the run ended (or SIGINT/SIGTERM stopped it: the
+arm is safe-stopped first), 3 when the safety layer stopped the arm (watchdog, e-stop, driver error),
+2 on a configuration, driver or connection error (one line, e.g. a missing SDK or serial port).
+``estop`` exits 0 once the robot process acknowledged the stop, 1 if nobody answered.
 """
 
 from __future__ import annotations
@@ -21,65 +30,14 @@ import time
 from dataclasses import dataclass, fields
 
 from policy_steer.hardware.estop import DEFAULT_ENDPOINT
-from policy_steer.hardware.session import RobotRunConfig, RobotRunResult, RobotSession, run_session
-
-STOPPED_EXIT = 3
-
-
-def run_robot(cfg: RobotRunConfig) -> int:
-    session, result = run_session(cfg)
-    for line in report_lines(session, result):
-        print(f"policy-steer robot: {line}", flush=True)
-    if result.stopped:
-        print(f"policy-steer robot: safe stop ({result.stop_reason}: {session.safety.stop_detail})", file=sys.stderr, flush=True)
-        return STOPPED_EXIT
-    return 0
-
-
-def report_lines(session: RobotSession, result: RobotRunResult) -> list[str]:
-    """What an operator reads at the end of a run: what ran, every intervention by kind, why it stopped."""
-    s = result.summary()
-    rt, safety = s["runtime"], s["safety"]
-    recs = result.runtime.records
-    secs = recs[-1].acted - recs[0].started if recs else 0.0
-    lines = [
-        f"{rt['steps']} steps in {secs:.1f} s at {session.hz:g} Hz: {safety['executed']} executed, {safety['held']} held; "
-        f"chunks {safety['chunks_accepted']} accepted, {safety['chunks_rejected']} refused, {rt['failed']} failed requests"
-    ]
-    counts: dict[str, int] = safety["interventions"]
-    if counts:
-        groups = []
-        for kind, total in sorted(safety["by_kind"].items()):
-            keys = ", ".join(f"{k} {v}" for k, v in counts.items() if k.split(":", 1)[0] == kind)
-            groups.append(f"{kind} {total} ({keys})")
-        lines.append(f"{safety['total']} interventions: " + "; ".join(groups))
-    else:
-        lines.append("0 interventions")
-    stop = safety["stop"]
-    if stop is None:
-        lines.append("run ended without a safe stop (the arm held its last command until the driver disconnected)")
-    else:
-        line = f"stopped: {stop['reason']} ({stop['detail']})"
-        est = safety["estops"]
-        if stop["reason"] == "stop:estop" and est and est[0]["stopped"] is not None and _loopback(session):
-            dt = est[0]["stopped"] - est[0]["sent"]  # the sender's monotonic clock is this machine's
-            if dt >= 0:
-                line += f"; the arm stopped {dt * 1e3:.1f} ms ({dt * session.hz:.2f} control periods) after the e-stop was sent"
-        lines.append(line)
-    return lines
-
-
-def _loopback(session: RobotSession) -> bool:
-    """The control socket takes messages from this machine only (their stamps are on our clock)."""
-    ep = session.estop.endpoint if session.estop is not None else ""
-    return ep.startswith(("tcp://127.", "tcp://localhost:", "tcp://[::1]:", "ipc://", "inproc://"))
+from policy_steer.hardware.host import RobotConfig, SimRobotConfig, run_robot, run_sim_robot
 
 
 @dataclass
 class EstopConfig:
     """``policy-steer estop``: safe-stop a running robot process through its control socket."""
 
-    endpoint: str = DEFAULT_ENDPOINT  # the robot process's control socket (policy-steer robot --estop)
+    endpoint: str = DEFAULT_ENDPOINT  # the robot process's control socket (its --estop)
     reason: str = ""  # logged by the robot process with the stop
     timeout_s: float = 2.0  # give up (exit 1) when no acknowledgement came within this long
 
@@ -100,14 +58,18 @@ def run_estop(cfg: EstopConfig) -> int:
     return 0 if ack.get("stopped") else 1
 
 
-COMMANDS = {"robot": (RobotRunConfig, run_robot), "estop": (EstopConfig, run_estop)}
+COMMANDS = {
+    "robot": (RobotConfig, run_robot),
+    "sim-robot": (SimRobotConfig, run_sim_robot),
+    "estop": (EstopConfig, run_estop),
+}
 
 _REPEATABLE = {"--driver_arg", "--state_extra"}
 
 
 def prepare_args(name: str, args: list[str]) -> list[str]:
     """Shell conveniences draccus lacks: bare boolean flags (``--dry-run``) and repeated list flags
-    (``--driver-arg a=1 --driver-arg b=2``)."""
+    (``--driver-arg a=1 --driver-arg b=2``); the same for every command of this module."""
     cls = COMMANDS[name][0]
     bools = {f"--{f.name}" for f in fields(cls) if f.type in (bool, "bool")}
     out: list[str] = []

@@ -15,6 +15,14 @@ Given the previous safe command (or, after ``reset``, the measured pose), a prop
    the command is pulled back along the segment from the previous command (bisection) to the
    farthest point that satisfies both.
 
+A driver that takes end-effector targets natively (``Arm.ee_native``: a simulated task, whose own
+controller solves the inverse kinematics) is filtered by :meth:`CommandFilter.native` instead: the
+target must be finite, is clamped to the workspace box and moved at most ``max_ee_speed / rate`` from
+the *measured* end effector (the point the driver's controller starts from), the gripper is clamped to
+its range; joint ranges and steps are the controller's to keep. A rejected target becomes "stay where
+measured" (a zero step, or the measured position as target). A step that needs no change is passed on
+as the same object, numbers untouched.
+
 Invariant (what the property tests check): if the previous command was within the limits, so is
 every result, for any input, NaN and infinities included: joint ranges, joint step, gripper range
 and step, workspace box and end-effector step. If the arm starts outside them (a joint past its
@@ -28,7 +36,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from policy_steer.hardware.arm import ArmCommand, EeCommand, JointCommand, Kinematics
+from policy_steer.hardware.arm import ArmCommand, EeCommand, EeStep, JointCommand, Kinematics
 from policy_steer.hardware.limits import ArmLimits
 
 
@@ -42,10 +50,21 @@ def _changed(before: np.ndarray, after: np.ndarray) -> np.ndarray:
     return np.abs(after - before) > 1e-6 * np.maximum(1.0, np.abs(before))
 
 
+def _exact_step(origin: float, target: float) -> float:
+    """d with origin + d == target in float64 (target - origin may round off by an ulp)."""
+    d = target - origin
+    for _ in range(8):
+        total = origin + d
+        if total == target:
+            return d
+        d = float(np.nextafter(d, np.inf if total < target else -np.inf))
+    return target - origin
+
+
 @dataclass
 class FilterResult:
-    command: JointCommand
-    held: bool  # the proposal was rejected; ``command`` is the previous one
+    command: ArmCommand  # JointCommand (``__call__``), or what an ee_native driver takes (``native``)
+    held: bool  # the proposal was rejected; ``command`` is the previous one (native: stay where measured)
     notes: list[tuple[str, str]] = field(default_factory=list)  # (intervention key, detail)
 
 
@@ -95,6 +114,8 @@ class CommandFilter:
     def __call__(self, cmd: ArmCommand) -> FilterResult:
         q_prev = self.last.joints
         notes: list[tuple[str, str]] = []
+        if isinstance(cmd, EeStep):
+            cmd = EeCommand(cmd.target, cmd.gripper)
         if isinstance(cmd, EeCommand):
             target = self._ee_to_joints(cmd, q_prev, notes)
             if target is None:
@@ -132,6 +153,61 @@ class CommandFilter:
             q = self._keep_cartesian_limits(q_prev, q, notes)
         self._q, self._g = q.copy(), g
         return FilterResult(JointCommand(q, g), False, notes)
+
+    def native(self, cmd: EeStep | EeCommand, ee_measured: np.ndarray) -> FilterResult:
+        """The checks of an end-effector target for a driver that takes it natively (module docstring)."""
+        origin = np.asarray(ee_measured, dtype=np.float64).reshape(-1)
+        g_last = self._g
+        notes: list[tuple[str, str]] = []
+        is_step = isinstance(cmd, EeStep)
+        if is_step:
+            origin = np.asarray(cmd.origin, dtype=np.float64).reshape(-1)
+        hold: ArmCommand = EeStep(origin, np.zeros(3), g_last) if is_step else EeCommand(origin, g_last)
+        if not isinstance(cmd, (EeStep, EeCommand)):
+            notes.append(("reject:shape", f"{type(cmd).__name__} for a driver that takes end-effector targets only"))
+            return FilterResult(hold, True, notes)
+        given = np.asarray(cmd.delta if is_step else cmd.ee_pos, dtype=np.float64).reshape(-1)
+        if given.shape != (3,) or origin.shape != (3,):
+            notes.append(("reject:shape", f"end-effector target has {given.shape[0]} values, not 3"))
+            return FilterResult(EeStep(np.zeros(3), np.zeros(3), g_last) if is_step else hold, True, notes)
+        p_want = origin + given if is_step else given
+        if not (np.all(np.isfinite(p_want)) and np.isfinite(cmd.gripper)):
+            notes.append(("reject:nonfinite", f"end-effector target {_fmt(p_want)}, gripper {cmd.gripper}"))
+            return FilterResult(hold, True, notes)
+        lim = self.limits
+        p, changed = p_want, False
+        if lim.has_workspace:
+            p = np.clip(p_want, lim.workspace_low, lim.workspace_high)
+            if np.any(_changed(p_want, p)):
+                notes.append(("clamp:workspace", f"target {_fmt(p_want)} -> {_fmt(p)}"))
+                changed = True
+            else:
+                p = p_want
+        if self._ee_step is not None:
+            d = p - origin
+            n = float(np.linalg.norm(d))
+            if n > self._ee_step + self.tol:
+                p = origin + d * (self._ee_step / n)
+                notes.append(("limit:ee_step", f"end-effector step {n:.5f} m limited to {self._ee_step:.5f} m"))
+                changed = True
+        g_want = float(cmd.gripper)
+        g = float(np.clip(g_want, lim.gripper_low, lim.gripper_high))
+        if _changed(g_want, g):
+            notes.append(("clamp:gripper", f"{g_want:g} -> {g:g}"))
+        if self._g_step is not None and abs(g - self._g) > self._g_step:
+            g = self._g + float(np.sign(g - self._g)) * self._g_step
+            notes.append(("limit:gripper_step", f"gripper step limited to {self._g_step:g}"))
+        self._g = g
+        if not changed and g == g_want:
+            return FilterResult(cmd, False, notes)  # the very numbers the policy's row gave
+        if not is_step:
+            return FilterResult(EeCommand(p, g), False, notes)
+        # A displacement: axes the filter did not move keep the row's own value; a moved axis gets the one
+        # whose sum with the origin is the filtered target exactly (as the driver will add them).
+        delta = given.copy()
+        for k in np.flatnonzero(p != p_want):
+            delta[k] = _exact_step(float(origin[k]), float(p[k]))
+        return FilterResult(EeStep(origin, delta, g), False, notes)
 
     def _ee_to_joints(self, cmd: EeCommand, q_prev: np.ndarray, notes: list[tuple[str, str]]) -> np.ndarray | None:
         p_want = np.asarray(cmd.ee_pos, dtype=np.float64).reshape(-1)

@@ -1,14 +1,14 @@
 """The robot process's control socket: an e-stop anyone can send, acknowledged.
 
 The robot process binds a ROUTER (default ``tcp://127.0.0.1:5558``); ``policy-steer estop --endpoint
-...`` (or :func:`send_estop`) connects a DEALER and sends one message. Messages use PROTOCOL.md's
-format (frame 0 a msgpack header with ``v``, ``type``, ``seq``, ``stamp``, ``arrays: []``):
+...`` (or :func:`send_estop`) connects a DEALER and sends one message. Messages use the framing of
+``docs/protocol.md`` (frame 0 a msgpack header with ``v`` = 2, ``type``, ``seq``, ``stamp``, ``arrays: []``):
 
 | type | extra keys | answer |
 |---|---|---|
 | ``estop`` | ``reason`` (str, optional) | ``estopped``: ``re``, ``stopped`` (bool), ``stop_stamp`` (monotonic s of the safe stop), ``first`` (false when the arm was already stopped) |
 | ``status`` | | ``status``: ``re``, ``state`` (``running``, ``holding``, ``stopped``), ``step``, ``stop_reason`` |
-| anything else, garbage | | ``error``: ``code``, ``message`` (PROTOCOL.md's codes) |
+| anything else, garbage | | ``error``: ``code``, ``message`` (docs/protocol.md's codes) |
 
 The listener runs on its own thread and calls the safety layer's stop *at once*, without waiting for
 the control loop's next step; the reply comes after the driver's safe stop returned. The socket takes

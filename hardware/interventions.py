@@ -23,6 +23,7 @@ from typing import Any
 log = logging.getLogger("policy_steer.hardware.safety")
 
 Emit = Callable[[str, dict[str, Any]], None]  # (event name, fields), e.g. RobotTelemetry.event
+QUIET_HOLD = "hold:no_action"  # nothing validated queued for this step: the loop is waiting for a chunk
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,8 @@ class InterventionLog:
             continuing = run is not None and step is not None and run[1] == step - 1
             self._runs[key] = (run[0], step, run[2]) if continuing else (step, step, item.stamp)
         if not continuing:
-            level = logging.ERROR if item.kind == "stop" else logging.WARNING
+            # waiting for a chunk (sync mode between chunks, a first chunk) is normal operation: info, not a warning
+            level = logging.ERROR if item.kind == "stop" else logging.INFO if key == QUIET_HOLD else logging.WARNING
             where = f" at step {step}" if step is not None else ""
             log.log(level, "safety %s%s: %s", key, where, detail)
             self._publish(item, "start")

@@ -5,7 +5,12 @@ Two state layouts:
 - ``task``: ``ee_pos`` [3], ``gripper`` [1] (opening, 1 open .. 0 closed), ``joint_pos`` [n]: the robot
   part of the plain-MuJoCo tasks' ``observation.state`` (needs kinematics), for end-effector policies;
 - ``native``: the driver's own proprioceptive vector (a lerobot robot's float observation features in
-  order: what lerobot datasets record as ``observation.state``), for joint-space policies.
+  order: what lerobot datasets record as ``observation.state``), for joint-space policies; a driver that
+  names the slices of its state (``Arm.state_layout``: a simulated task's ``ee_pos``, ``gripper``,
+  ``joint_pos`` and object poses) gives the layout too.
+
+Features the driver observes besides the arm (``ArmObservation.features``, shapes in
+``Arm.feature_shapes``: a simulated task's ``observation.environment_state``) are passed on as they are.
 
 ``extra_state`` values are appended (and sent as ``observation.environment_state``): a dry run of a
 task policy whose state holds object poses or a goal can be given fixed ones. Camera frames go to
@@ -23,8 +28,7 @@ import numpy as np
 
 from policy_steer.hardware.arm import Arm, ArmObservation
 from policy_steer.hardware.errors import SafetyError
-from policy_steer.runtime.future_state import RobotDescription
-from policy_steer.types import OBS_ENV_STATE, OBS_STATE, TASK, FeatureSpec, Observation, image_key
+from policy_steer.types import OBS_ENV_STATE, OBS_STATE, TASK, FeatureSpec, Observation, RobotDescription, image_key
 
 LAYOUTS = ("task", "native")
 
@@ -55,6 +59,11 @@ class ObservationMap:
             self.state_layout = {"ee_pos": slice(0, 3), "gripper": slice(3, 4), "joint_pos": slice(4, 4 + n)}
             self.robot_state_dim = 4 + n
             self.state_names: tuple[str, ...] = ("ee_x", "ee_y", "ee_z", "gripper", *arm.joint_names)
+        elif arm.state_layout is not None:
+            names = self._native_names()
+            self.robot_state_dim = len(names)
+            self.state_layout = dict(arm.state_layout)
+            self.state_names = names
         else:
             names = self._native_names()
             self.robot_state_dim = len(names)
@@ -66,7 +75,7 @@ class ObservationMap:
         self._last_state: np.ndarray | None = None
 
     def _native_names(self) -> tuple[str, ...]:
-        return tuple(getattr(self.arm, "state_names", ()) or self.arm.action_names)
+        return tuple(self.arm.state_names or self.arm.action_names)
 
     # --- mapping -----------------------------------------------------------------------------------
     def __call__(self, obs: ArmObservation) -> Observation:
@@ -79,6 +88,8 @@ class ObservationMap:
         state = state.astype(np.float32)
         self._last_state = state
         out: Observation = {OBS_STATE: state}
+        for key, value in obs.features.items():
+            out[key] = np.array(value, copy=True)
         if self.extra is not None:
             out[OBS_ENV_STATE] = self.extra.copy()
         for cam in self.cameras:
@@ -90,6 +101,8 @@ class ObservationMap:
     def features(self) -> dict[str, FeatureSpec]:
         """What this map produces (to check against the server's ``welcome``)."""
         f = {OBS_STATE: FeatureSpec("<f4", (self.state_dim,))}
+        for key, shape in self.arm.feature_shapes.items():
+            f[key] = FeatureSpec("<f4", tuple(shape))
         if self.extra is not None:
             f[OBS_ENV_STATE] = FeatureSpec("<f4", (len(self.extra),))
         return f

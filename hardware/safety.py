@@ -1,25 +1,34 @@
 """The safety layer: the only way from the runtime to a driver.
 
 :class:`SafetyLayer` is the robot the runtime's control loop drives (it implements
-:class:`policy_steer.runtime.robot.Robot`); underneath is an :class:`~policy_steer.hardware.arm.Arm`.
-Chunks reach it through :meth:`SafetyLayer.guard` (:mod:`~policy_steer.hardware.chunk_guard`: checked,
-clamped, counted on arrival). At every control step, ``act(action)``:
+:class:`policy_steer.runtime.robot.Robot`); underneath is an :class:`~policy_steer.hardware.arm.Arm`:
+a real arm, the virtual arm, or a simulated task. Chunks reach it through :meth:`SafetyLayer.guard`
+(:mod:`~policy_steer.hardware.chunk_guard`: checked, clamped, counted on arrival). At every control
+step, ``act(action)``:
 
 1. asks the :class:`~policy_steer.hardware.watchdog.Watchdog`: a stop verdict safe-stops the arm, a hold
-   verdict sends the previous command again;
+   verdict holds;
 2. executes ``action`` only if it is a row of a validated chunk; anything else (the runtime's own
    hold when its queue is empty, non-finite values) becomes a hold;
 3. turns the row into an arm command (:mod:`~policy_steer.hardware.spaces`) and passes it through the
-   :class:`~policy_steer.hardware.command_filter.CommandFilter` (joint ranges, workspace, step), then
-   sends it to the driver.
+   :class:`~policy_steer.hardware.command_filter.CommandFilter` (joint ranges, workspace, step; for a
+   driver that takes end-effector targets natively, ``Arm.ee_native``, the target's checks only), then
+   sends it to the driver. A hold is the previous joint command (an arm), or "stay where measured" (a
+   driver that takes end-effector targets: a zero step).
 
-A stop (watchdog, e-stop from the control socket, a driver error) calls the driver's safe stop at once,
-from whatever thread noticed it, is latched, and ends the run (``episode_over``). Every intervention
-goes to the :class:`~policy_steer.hardware.interventions.InterventionLog` (reason, count, log line,
-telemetry ``event``); every step is recorded as a :class:`SafetyStep` with its stamps and, with a
-:class:`~policy_steer.transport.robot_telemetry.RobotTelemetry`, published on the ``action`` topic
-(``action``: the joint command sent; ``commanded``: the runtime's action; ``chunk_id``/``index``: the
-validated chunk and row, None for a hold).
+``dry_run``: everything above runs, is recorded and published, but nothing is sent to the driver (the
+arm is only observed; a simulated task is never stepped). A safe stop still reaches the driver.
+
+A stop (watchdog, e-stop from the control socket, a driver error, the operator's signal) calls the
+driver's safe stop at once, from whatever thread noticed it, is latched, and ends the run
+(``episode_over``). Every intervention goes to the
+:class:`~policy_steer.hardware.interventions.InterventionLog` (reason, count, log line, telemetry
+``event``); every step is recorded as a :class:`SafetyStep` with its stamps. What reached the driver
+is also kept as a row of the policy's action space (``last_executed``; ``last_intervention`` says why
+it differs from the runtime's action), which the loop reports to the server (``executed``).
+
+The watchdog runs on the monotonic clock; a host on a virtual clock (a simulation that pauses while it
+waits for a chunk) runs without it (``use_watchdog=False``): nothing moves while it waits.
 """
 
 from __future__ import annotations
@@ -34,15 +43,15 @@ from typing import Any
 
 import numpy as np
 
-from policy_steer.hardware.arm import Arm, ArmObservation, JointCommand
+from policy_steer.hardware.arm import Arm, ArmCommand, ArmObservation, JointCommand
 from policy_steer.hardware.chunk_guard import ChunkGuard, GuardedChunkSource
 from policy_steer.hardware.command_filter import CommandFilter
 from policy_steer.hardware.errors import SafetyError
 from policy_steer.hardware.interventions import InterventionLog
 from policy_steer.hardware.observation import ObservationMap
 from policy_steer.hardware.spaces import ActionSpace, EeDeltaSpace, JointSpace
-from policy_steer.hardware.watchdog import Verdict, Watchdog, WatchdogConfig, resolve
-from policy_steer.types import Observation
+from policy_steer.hardware.watchdog import OK, Verdict, Watchdog, WatchdogConfig, resolve
+from policy_steer.types import EpisodeContext, Observation, RobotDescription
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +66,13 @@ class SafetyStep:
     stamp: float  # when the decision was taken (the command went out right after)
     decision: str  # exec | hold | stopped
     reason: str  # the intervention key of a hold ("" when executing)
-    joints: list[float] | None  # the command sent (None once stopped)
+    joints: list[float] | None  # the joint command sent (None once stopped, and for an ee_native driver)
     gripper: float | None
     chunk: int | None = None  # validated chunk serial of the executed row
     row: int | None = None
+    sent: list[float] | None = None  # what went to the driver: joints + gripper, or an ee_native driver's action
+    executed: list[float] | None = None  # the same as a row of the policy's action space
+    notes: str | None = None  # every intervention key of this step, comma-separated
 
 
 class SafetyLayer:
@@ -76,6 +88,10 @@ class SafetyLayer:
         clock: Callable[[], float] = time.monotonic,
         keep_steps: int = 200_000,
         n_execute: int | None = None,
+        dry_run: bool = False,
+        use_watchdog: bool = True,
+        context: Callable[[int | None], EpisodeContext] | None = None,
+        dynamic_scene: bool | None = None,
     ) -> None:
         if space.arm is not arm or obs_map.arm is not arm:
             raise SafetyError("the action space and the observation map must describe this arm")
@@ -84,25 +100,34 @@ class SafetyLayer:
         self.obs_map = obs_map
         self.clock = clock
         self.control_hz = float(control_hz or arm.control_hz)
-        # telemetry: a RobotTelemetry (or anything with its event() and action()); None: log only
+        # telemetry: a RobotTelemetry (or anything with its event()) for the interventions; None: log only
         self.telemetry = telemetry
         emit = None if telemetry is None else (lambda name, fields: telemetry.event(name, **fields))
         self.log = InterventionLog(emit, clock=clock)
         # n_execute: actions run per chunk (sets the default hold_after_s of the watchdog)
         self.watchdog = Watchdog(resolve(watchdog or WatchdogConfig(), n_execute, self.control_hz), link_up, clock)
         self.guard_ = ChunkGuard(space, self.log, self.watchdog, clock)
-        self.filter = CommandFilter(arm.limits, self.control_hz, arm.kinematics)
-        self.description = obs_map.description(
+        # the rate per-command step limits are computed at: a simulator's own rate, else the control rate
+        self.filter_hz = 1.0 / arm.command_period_s if arm.command_period_s else self.control_hz
+        self.filter = CommandFilter(arm.limits, self.filter_hz, arm.kinematics)
+        self.dry_run = bool(dry_run)
+        self.use_watchdog = bool(use_watchdog)
+        self.description: RobotDescription = arm.robot_description() or obs_map.description(
             space.mode,
             space.names if isinstance(space, JointSpace) else None,
             space.max_step if isinstance(space, EeDeltaSpace) else None,
         )
+        # the episode context (Robot.context): the host's (instruction, scene, a perception hook) or the driver's
+        self._context = context
+        self.dynamic_scene = bool(arm.dynamic_scene if dynamic_scene is None else dynamic_scene)
         self.records: deque[SafetyStep] = deque(maxlen=keep_steps)
         self.estops: list[dict[str, float | None]] = []
         self.on_stop: list[Callable[[str], None]] = []  # called (with the key) after a stop, any thread
-        self.episode_over = False
-        self.info: dict[str, Any] = {}
+        self._stop_info: dict[str, Any] = {}
+        self.last_executed: np.ndarray | None = None  # what reached the driver at the last step, as a policy row
+        self.last_intervention: str | None = None  # why it differs from the runtime's action (None: it does not)
         self.steps = 0
+        self.episode = -1  # counts resets (0: the first episode)
         self.stop_key: str | None = None
         self.stop_detail = ""
         self.stop_stamp: float | None = None
@@ -117,7 +142,8 @@ class SafetyLayer:
 
     def start(self) -> None:
         """Start the watchdog's own thread (checks between control steps)."""
-        self.watchdog.start(self._watchdog_stop, period_s=min(0.02, 0.25 / self.control_hz))
+        if self.use_watchdog:
+            self.watchdog.start(self._watchdog_stop, period_s=min(0.02, 0.25 / self.control_hz))
 
     def close(self) -> None:
         self.watchdog.close()
@@ -127,22 +153,51 @@ class SafetyLayer:
         return self.stop_key is not None
 
     # --- Robot protocol ----------------------------------------------------------------------------
+    @property
+    def episode_over(self) -> bool:
+        """The run ends: a safe stop, or the driver ended the episode (a simulated task)."""
+        return self.stopped or self.arm.episode_over
+
+    @property
+    def info(self) -> dict[str, Any]:
+        return {**self.arm.info, **self._stop_info}
+
+    def context(self, seed: int | None = None) -> EpisodeContext:
+        """The episode context now: the host's, else the driver's, else the instruction and this robot."""
+        if self._context is not None:
+            return self._context(seed)
+        ctx = self.arm.episode_context(seed)
+        if ctx is not None:
+            return ctx
+        return EpisodeContext(instruction=self.obs_map.instruction, robot=self.description, seed=seed,
+                              stamp=self.clock())
+
     def reset(self, seed: int | None = None) -> Observation:
-        """Arm the watchdog and take the measured pose as the reference; the arm does not move."""
+        """Start an episode (a simulated task resets its world; an arm does not move), arm the watchdog
+        and take the measured pose as the reference."""
         with self._lock:
             if self.stopped:
                 raise SafetyError(f"the arm was safe-stopped ({self.stop_key}: {self.stop_detail}); restart the robot process")
+            self.arm.start_episode(seed)
             obs = self._read_arm()
             if not (np.all(np.isfinite(obs.joints)) and np.isfinite(obs.gripper)):
                 raise SafetyError(f"{self.arm.name} reports non-finite joint values {np.asarray(obs.joints).tolist()}, "
                                   f"gripper {obs.gripper}: check the driver and its calibration")
             self._obs = obs
+            # the limits of this episode (a simulated task's workspace follows its table)
+            self.filter = CommandFilter(self.arm.limits, self.filter_hz, self.arm.kinematics)
             self.filter.reset(obs.joints, obs.gripper)
             self._check_start(obs)
             self.steps = 0
-            self.episode_over = False
-            self.watchdog.arm()
+            self.episode += 1
+            self.last_executed = self.last_intervention = None
+            if self.use_watchdog:
+                self.watchdog.arm()
         return self.obs_map(obs)
+
+    def end_episode(self) -> None:
+        """The episode is over (the host is between episodes): the watchdog rests until the next reset."""
+        self.watchdog.disarm()
 
     def observe(self) -> Observation:
         obs = self._read_arm()
@@ -167,15 +222,14 @@ class SafetyLayer:
             rec = self._act_locked(step, action, keys)
             self.records.append(rec)
         self.log.end_runs(step, keys)
-        if self.telemetry is not None and rec.joints is not None:
-            self._publish_action(rec, action)
+        self.last_executed = None if rec.executed is None else np.asarray(rec.executed, np.float32)
+        self.last_intervention = rec.notes
 
     def _act_locked(self, step: int, action: np.ndarray, keys: set[str]) -> SafetyStep:
         now = self.clock()
         if self.stopped:
-            self.episode_over = True
-            return SafetyStep(step, now, STOPPED, self.stop_key or "", None, None)
-        verdict = self.watchdog.verdict()
+            return SafetyStep(step, now, STOPPED, self.stop_key or "", None, None, notes=self.stop_key)
+        verdict = self.watchdog.verdict() if self.use_watchdog else OK
         if verdict.action == "stop":
             self._stop_locked(verdict.key, verdict.detail, step)
             return SafetyStep(step, self.clock(), STOPPED, verdict.key, None, None)
@@ -192,23 +246,36 @@ class SafetyLayer:
         else:
             key, detail = "", ""
             chunk, row = found
+        native = self.arm.ee_native
+        obs = self._obs
+        cmd: ArmCommand
         if key:
-            cmd, decision = self.filter.hold(), HOLD
+            cmd, decision = (self.space.hold(obs, self.filter.last) if native else self.filter.hold()), HOLD
             self._note(key, detail, step, keys)
         else:
-            proposal = self.space.to_command(np.asarray(action, dtype=np.float64), self._obs, self.filter.last)
-            res = self.filter(proposal)
+            proposal = self.space.to_command(np.asarray(action, dtype=np.float64), obs, self.filter.last)
+            res = self.filter.native(proposal, obs.ee_pos) if native else self.filter(proposal)
             for k, d in res.notes:
                 self._note(k, d, step, keys)
             cmd, decision = res.command, (HOLD if res.held else EXEC)
             key = res.notes[0][0] if res.held else ""
+            if res.held:
+                chunk = row = None
         stamp = self.clock()
-        try:
-            self.arm.command(cmd)
-        except Exception as e:  # noqa: BLE001 - any driver failure ends in a safe stop
-            self._stop_locked("stop:driver_error", f"{type(e).__name__}: {e}", step)
-            return SafetyStep(step, self.clock(), STOPPED, "stop:driver_error", None, None)
-        return SafetyStep(step, stamp, decision, key, [float(v) for v in cmd.joints], float(cmd.gripper), chunk, row)
+        if not self.dry_run:
+            try:
+                if native:
+                    self.arm.command_ee(cmd)
+                else:
+                    self.arm.command(cmd)
+            except Exception as e:  # noqa: BLE001 - any driver failure ends in a safe stop
+                self._stop_locked("stop:driver_error", f"{type(e).__name__}: {e}", step)
+                return SafetyStep(step, self.clock(), STOPPED, "stop:driver_error", None, None, notes="stop:driver_error")
+        executed = [float(v) for v in self.space.row(cmd, obs)]
+        joints = None if native else [float(v) for v in cmd.joints]
+        sent = executed if native else [*joints, float(cmd.gripper)]
+        return SafetyStep(step, stamp, decision, key, joints, float(cmd.gripper), chunk, row, sent=sent,
+                          executed=executed, notes=",".join(sorted(keys)) or None)
 
     def _note(self, key: str, detail: str, step: int, keys: set[str]) -> None:
         keys.add(key)
@@ -241,8 +308,7 @@ class SafetyLayer:
             detail += f" (the driver's safe stop failed: {type(e).__name__}: {e})"
         self.stop_stamp = self.clock()
         self.stop_key, self.stop_detail = key, detail
-        self.episode_over = True
-        self.info = {"stop_reason": key, "stop_detail": detail}
+        self._stop_info = {"stop_reason": key, "stop_detail": detail}
         self.log.record(key, detail, step)
         for cb in list(self.on_stop):
             try:
@@ -288,17 +354,7 @@ class SafetyLayer:
         if self.arm.kinematics is not None and lim.has_workspace and not lim.in_workspace(self.arm.kinematics.fk(q), 1e-6):
             self.log.record("warn:start_outside_limits", "the hand starts outside the workspace; commands only move it back")
 
-    def _publish_action(self, rec: SafetyStep, action: np.ndarray) -> None:
-        """``action``: the joint command sent (joints, gripper); ``commanded``: what the runtime asked."""
-        try:
-            self.telemetry.action(
-                rec.step, np.asarray([*rec.joints, rec.gripper], dtype=np.float32), rec.chunk, rec.row, rec.stamp,
-                commanded=np.asarray(action, dtype=np.float32), decision=rec.decision, safety=rec.reason or None,
-            )
-        except Exception:  # noqa: BLE001 - telemetry never stops the arm
-            log.exception("publishing an action failed")
-
 
 def command_of(rec: SafetyStep) -> JointCommand | None:
-    """The command a step sent (None for a stopped step)."""
+    """The joint command a step sent (None for a stopped step, or an ee_native driver's step)."""
     return None if rec.joints is None else JointCommand(np.asarray(rec.joints), float(rec.gripper))

@@ -100,6 +100,10 @@ class Watchdog:
         with self._lock:
             self._armed_at = None
 
+    @property
+    def armed(self) -> bool:
+        return self._armed_at is not None
+
     def beat(self) -> None:
         """The control loop acted."""
         with self._lock:

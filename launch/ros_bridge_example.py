@@ -1,21 +1,27 @@
 #!/usr/bin/env python3
-"""A worked example of a process next to ROS: a bridge node that speaks PROTOCOL.md v1 by hand.
+"""A worked example of a process next to ROS: a bridge node that speaks docs/protocol.md (v2) by hand.
 
 It imports pyzmq, msgpack and the standard library only (no policy_steer, no numpy), so it is what a
-ROS node (rclpy, or a C++ node written from PROTOCOL.md) would do, minus the ROS calls:
+ROS node (rclpy, or a C++ node written from docs/protocol.md) would do, minus the ROS calls:
 
 - **client of the policy server** (DEALER): ``hello`` -> ``welcome`` (the observation keys, dtypes and
-  shapes, the action shape), then every control tick: take the latest observation (here from a
-  simulated source or a JSON-lines file; in ROS, the last ``/joint_states`` and camera messages), send
-  ``observe`` when few actions are left, keep the returned chunk's actions keyed by control step, and
-  "publish" the action for the current step (in ROS: a ``/cmd`` message). With no action for the step
-  it holds (publishes nothing new). It answers the server's pings and pings it every second;
-- **subscriber of the server's telemetry** (SUB: ``chunk``, ``metrics``, ``event``) and, optionally, of a
-  **robot's telemetry** (SUB: ``action``, ``event``; the robot-side convention written down in
-  policy_steer/transport/robot_telemetry.py), as a bridge would republish them as ROS topics.
+  shapes, the action shape), then ``episode`` with the episode context (the instruction, and the scene
+  of ``--scene FILE.json``: what a steering strategy such as VLS needs; in ROS, what a perception node
+  publishes) -> ``episode_started``; a refused episode (e.g. ``context_required``: VLS without a scene)
+  ends the bridge with the server's reason, never runs unsteered in silence. Then every control tick:
+  take the latest observation (here from a simulated source or a JSON-lines file; in ROS, the last
+  ``/joint_states`` and camera messages), send ``observe`` when few actions are left, keep the returned
+  chunk's actions keyed by control step, "publish" the action for the current step (in ROS: a ``/cmd``
+  message) and tell the server what ran (``executed``). With no action for the step it holds
+  (publishes nothing new). It answers the server's pings and pings it every second; after a server
+  restart it says ``hello`` and sends its ``episode`` again;
+- **subscriber of the server's telemetry** (SUB: ``chunk``, ``executed``, ``metrics``, ``event``) and,
+  optionally, of a **robot's telemetry** (SUB: ``action``, ``event``; the robot-side convention written
+  down in policy_steer/transport/robot_telemetry.py), as a bridge would republish them as ROS topics.
 
     python launch/ros_bridge_example.py --server tcp://127.0.0.1:5555 --telemetry tcp://127.0.0.1:5556 \\
-        --robot_telemetry tcp://127.0.0.1:5557 --rate 10 --steps 100 --json bridge.json
+        --robot_telemetry tcp://127.0.0.1:5557 --rate 10 --steps 100 --json bridge.json \\
+        --instruction "push the block onto the target" --scene scene.json
 
 It prints ``ros-bridge: welcome ...`` once the server answered (a readiness line for ``policy-steer
 launch``) and a summary at the end; SIGINT or SIGTERM end it cleanly.
@@ -36,8 +42,8 @@ from typing import Any
 import msgpack
 import zmq
 
-PROTOCOL_VERSION = 1
-# numpy-style dtype strings of PROTOCOL.md -> struct format characters (little-endian)
+PROTOCOL_VERSION = 2
+# numpy-style dtype strings of docs/protocol.md -> struct format characters (little-endian)
 STRUCT = {"<f4": "f", "<f8": "d", "<f2": "e", "|u1": "B", "|i1": "b", "<u2": "H", "<i2": "h", "<i4": "i",
           "<i8": "q", "|b1": "?"}
 ITEMSIZE = {k: struct.calcsize("<" + v) for k, v in STRUCT.items()}
@@ -99,7 +105,7 @@ class FileSource:
 
 # --- the wire format -----------------------------------------------------------------------------------
 class Wire:
-    """Frame 0 a msgpack header, then one raw frame per array (PROTOCOL.md, "Messages")."""
+    """Frame 0 a msgpack header, then one raw frame per array (docs/protocol.md, "Messages and framing")."""
 
     def __init__(self) -> None:
         self.seq = 0
@@ -148,7 +154,7 @@ class BridgeNode:
         self.poller = zmq.Poller()
         self.poller.register(self.dealer, zmq.POLLIN)
         self.subs: dict[zmq.Socket, str] = {}
-        for endpoint, topics, label in ((args.telemetry, ("chunk", "metrics", "event"), "server"),
+        for endpoint, topics, label in ((args.telemetry, ("chunk", "executed", "metrics", "event"), "server"),
                                         (args.robot_telemetry, ("action", "event"), "robot")):
             if endpoint:
                 sub = self.ctx.socket(zmq.SUB)
@@ -159,17 +165,22 @@ class BridgeNode:
                 self.poller.register(sub, zmq.POLLIN)
                 self.subs[sub] = label
         self.session: str | None = None
+        self.context = episode_context(args)  # sent with every `episode` (after each hello)
+        self.episode_seq: int | None = None
+        self.episode: dict[str, Any] | None = None  # the last episode_started
+        self.refused: str | None = None
         self.welcome: dict[str, Any] | None = None
         self.hello_seq: int | None = None
         self.hello_sent = 0.0
         self.pending: dict[int, str] = {}  # seq -> what (observe, ping)
         self.observe_in_flight: tuple[int, int, float] | None = None  # (seq, start_step, sent_at)
-        self.actions: dict[int, tuple[float, ...]] = {}  # control step -> action
+        self.actions: dict[int, tuple[tuple[float, ...], int, int]] = {}  # control step -> (action, start_step, row)
         self.stop = False
         self.stats: dict[str, Any] = {
             "observes": 0, "chunks": 0, "errors": {}, "published": 0, "held": 0, "pings": 0, "pongs": 0,
             "server_pings_answered": 0, "telemetry": {"server": {}, "robot": {}}, "chunk_latency_ms": [],
-            "robot_actions_held": 0, "robot_events": [], "server_events": [], "rehellos": 0,
+            "robot_actions_held": 0, "robot_events": [], "server_events": [], "rehellos": 0, "episodes": 0,
+            "executed_sent": 0, "strategies": None,
         }
         self.last_action: tuple[float, ...] | None = None
 
@@ -181,15 +192,22 @@ class BridgeNode:
 
     def hello(self) -> None:
         self.session = None
+        self.episode = None
         self.hello_seq = self.send("hello", client=self.args.name, control_hz=float(self.args.rate))
         self.hello_sent = time.monotonic()
+
+    def start_episode(self) -> None:
+        """``episode`` with the context (a new session has no episode: after every welcome)."""
+        ctx = dict(self.context, stamp=time.monotonic())
+        self.episode_seq = self.send("episode", session=self.session, context=ctx)
+        self.pending[self.episode_seq] = "episode"
 
     def observe(self, step: int, obs: dict[str, bytes]) -> None:
         spec = self.welcome["observation"]
         arrays = {k: (spec[k]["dtype"], spec[k]["shape"], obs[k]) for k in spec}
         start = step + self.queued_from(step)  # the chunk takes over where the queued actions end
         seq = self.send("observe", arrays, session=self.session, step=step, start_step=start,
-                        state_kind="measured", task=self.args.task)
+                        state_kind="measured", task=self.args.instruction)
         self.pending[seq] = "observe"
         self.observe_in_flight = (seq, start, time.monotonic())
         self.stats["observes"] += 1
@@ -220,6 +238,15 @@ class BridgeNode:
                       f"action_dim={pol['action_dim']} observation={sorted(header['observation'])}", flush=True)
             else:
                 self.stats["rehellos"] += 1
+            self.start_episode()
+        elif kind == "episode_started" and re == self.episode_seq:
+            self.pending.pop(re, None)
+            first = self.stats["episodes"] == 0
+            self.episode = header
+            self.stats["episodes"] += 1
+            self.stats["strategies"] = header.get("strategies")
+            if first:
+                print(f"ros-bridge: episode started, strategies {header.get('strategies')}", flush=True)
         elif kind == "pong":
             if self.pending.pop(re, None) == "ping":
                 self.stats["pongs"] += 1
@@ -242,15 +269,21 @@ class BridgeNode:
             start = int(header["start_step"])
             self.actions = {s: a for s, a in self.actions.items() if s < start}  # the new chunk replaces the rest
             for i, row in enumerate(rows[:n_exec]):
-                self.actions[start + i] = row
+                self.actions[start + i] = (row, start, i)
             self.stats["chunks"] += 1
             self.stats["chunk_latency_ms"].append(round((time.monotonic() - flight[2]) * 1e3, 3))
         elif kind == "error":
             code = header.get("code", "?")
             self.stats["errors"][code] = self.stats["errors"].get(code, 0) + 1
-            if re is not None and self.pending.pop(re, None) == "observe":
+            what = self.pending.pop(re, None) if re is not None else None
+            if what == "observe":
                 self.observe_in_flight = None  # busy, bad_array, ...: ask again at the next tick
-            if code == "no_session" or (re is not None and re == self.hello_seq):
+            if what == "episode" and code != "no_session":
+                # refused (context_required, context_mismatch, bad_context, ...): never run unsteered in silence
+                self.refused = f"{code}: {header.get('message', '')}"
+                print(f"ros-bridge: the server refused the episode ({self.refused})", file=sys.stderr, flush=True)
+                self.stop = True
+            elif code == "no_session" or (re is not None and re == self.hello_seq):
                 self.hello()  # the server restarted or forgot us
 
     def on_telemetry(self, sock: zmq.Socket, label: str) -> None:
@@ -270,26 +303,37 @@ class BridgeNode:
                 events.append(header.get("event"))
 
     # -- the control loop -------------------------------------------------------------------------------------
-    def publish_command(self, step: int, action: tuple[float, ...] | None) -> None:
-        """Where a ROS node would publish the action for this control step (e.g. a JointTrajectory)."""
-        if action is None:
+    def publish_command(self, step: int, queued: tuple[tuple[float, ...], int, int] | None) -> None:
+        """Where a ROS node would publish the action for this control step (e.g. a JointTrajectory), then
+        tell the server what ran (``executed``; a hold repeats nothing new and is reported as one)."""
+        if queued is None:
             self.stats["held"] += 1
-        else:
-            self.stats["published"] += 1
-            self.last_action = action
+            return
+        action, start, row = queued
+        self.stats["published"] += 1
+        self.last_action = action
+        if self.session is not None:
+            dim = len(action)
+            buf = struct.pack("<%df" % dim, *action)
+            self.send("executed", {"action": ("<f4", [dim], buf), "commanded": ("<f4", [dim], buf)},
+                      session=self.session, step=step, chunk_start_step=start, index=row, safety=None)
+            self.stats["executed_sent"] += 1
 
     def run(self) -> int:
         args = self.args
         period = 1.0 / args.rate
         self.hello()
         deadline = time.monotonic() + args.connect_timeout_s
-        while self.welcome is None and not self.stop:  # wait for the spec before observing anything
+        while self.episode is None and not self.stop:  # wait for the spec and the episode before observing
             if time.monotonic() > deadline:
-                print(f"ros-bridge: no welcome from {args.server} within {args.connect_timeout_s} s", file=sys.stderr)
+                what = "no welcome" if self.welcome is None else "no episode_started"
+                print(f"ros-bridge: {what} from {args.server} within {args.connect_timeout_s} s", file=sys.stderr)
                 return 1
             self.poll(0.1)
             if self.welcome is None and time.monotonic() - self.hello_sent > 1.0:
                 self.hello()
+        if self.refused is not None:
+            return 1
         source = FileSource(self.welcome["observation"], args.source[5:]) if args.source.startswith("file:") \
             else SimulatedSource(self.welcome["observation"])
         t0, step, last_ping = time.monotonic(), 0, 0.0
@@ -306,7 +350,8 @@ class BridgeNode:
                 self.pending.pop(flight[0], None)
                 self.observe_in_flight = None
                 self.stats["errors"]["timeout"] = self.stats["errors"].get("timeout", 0) + 1
-            if self.session is not None and self.observe_in_flight is None and self.queued_from(step) <= args.trigger:
+            if (self.session is not None and self.episode is not None and self.observe_in_flight is None
+                    and self.queued_from(step) <= args.trigger):
                 self.observe(step, source.read(step))
             self.publish_command(step, self.actions.pop(step, None))
             self.actions = {s: a for s, a in self.actions.items() if s > step}
@@ -317,7 +362,7 @@ class BridgeNode:
             step += 1
         self.poll(0.2)  # the last telemetry messages
         self.stats["steps"] = step
-        return 0
+        return 1 if self.refused is not None else 0
 
     def poll(self, timeout_s: float) -> None:
         for sock, _ in self.poller.poll(max(0, int(timeout_s * 1000))):
@@ -342,6 +387,25 @@ class BridgeNode:
         self.ctx.term()
 
 
+def episode_context(args: argparse.Namespace) -> dict[str, Any]:
+    """The episode context: ``--instruction``, and ``--scene FILE.json`` (a scene, or a whole context)."""
+    ctx: dict[str, Any] = {"instruction": args.instruction}
+    if args.scene:
+        try:
+            with open(args.scene) as f:
+                data = json.load(f)
+        except (OSError, ValueError) as e:
+            raise SystemExit(f"ros-bridge: --scene {args.scene}: {e}") from None
+        if isinstance(data, dict) and "objects" in data:
+            ctx["scene"] = data
+        elif isinstance(data, dict):
+            ctx.update(data)
+            ctx.setdefault("instruction", args.instruction)
+        else:
+            raise SystemExit(f"ros-bridge: --scene {args.scene}: a JSON object (a scene or an episode context) expected")
+    return ctx
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--server", default="tcp://127.0.0.1:5555", help="the policy server (ROUTER)")
@@ -353,7 +417,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--timeout_s", type=float, default=2.0, help="give up on an observe after this long")
     p.add_argument("--connect_timeout_s", type=float, default=30.0)
     p.add_argument("--source", default="sim", help="'sim' (a simulated source) or file:PATH (JSON lines)")
-    p.add_argument("--task", default="bridge the gap", help="the instruction sent with each observe")
+    p.add_argument("--instruction", "--task", dest="instruction", default="bridge the gap",
+                   help="the instruction: in the episode context and with each observe")
+    p.add_argument("--scene", default="", help="JSON file with the scene (or a whole episode context) sent in "
+                   "`episode`; the server checks it against policy_steer/schema/episode_context.schema.json")
     p.add_argument("--name", default="ros-bridge-example")
     p.add_argument("--json", default=None, help="write the summary here")
     return p.parse_args(argv)

@@ -7,6 +7,7 @@ accepted wherever a field is typed ``IntList``, ``FloatList`` or ``StrList``.
 
 from __future__ import annotations
 
+import argparse
 import tempfile
 import tomllib
 from pathlib import Path
@@ -75,9 +76,26 @@ def parse_config(cls: type[T], args: list[str], prog: str | None = None) -> T:
     if config_path is not None and not Path(config_path).is_file():
         raise ConfigError(f"config file not found: {config_path}")
     try:
-        return draccus.parse(cls, config_path=config_path, args=rest, prog=prog)
+        return build_parser(cls, config_path, prog).parse_args(rest)
     except draccus.utils.DecodingError as e:
         raise ConfigError(f"bad option: {e}") from e
+
+
+def build_parser(cls: type[T], config_path: str | None = None, prog: str | None = None) -> Any:
+    """draccus's parser for ``cls``, with a help line for every option that shows its default.
+
+    A field's help is its inline comment (or the comment above it, or a docstring below it). Every option
+    prints ``(default: ...)``: draccus gives an option without a comment a blank help string so that
+    argparse would still print its default, but argparse (Python 3.12) drops whitespace-only help, and the
+    option printed nothing at all; such options get the default alone.
+    """
+    from draccus.argparsing import ArgumentParser
+
+    parser = ArgumentParser(config_class=cls, config_path=config_path, prog=prog, exit_on_error=True)
+    for action in parser.parser._actions:
+        if action.help is None or (action.help != argparse.SUPPRESS and not action.help.strip()):
+            action.help = "(default: %(default)s)"
+    return parser
 
 
 def _underscore_flag(arg: str) -> str:

@@ -17,7 +17,7 @@ from policy_steer.hardware.errors import DriverUnavailable
 
 VIRTUAL = "virtual"
 LEROBOT = "lerobot:"
-DRY_RUN_LEROBOT = "lerobot:policy_steer_virtual_follower"
+VIRTUAL_LEROBOT = "lerobot:policy_steer_virtual_follower"  # the lerobot robot backed by the virtual arm (--virtual_arm)
 
 
 def parse_driver_args(items: list[str]) -> dict[str, str]:

@@ -175,6 +175,12 @@ class LerobotArm(Arm):
                 if self.stop_torque_off and hasattr(self.robot, "bus"):
                     self.robot.bus.disable_torque()
 
+    def narrow_limits(self, spec: dict[str, Any]) -> None:
+        """The limits file is read with the robot's own joint names (``shoulder_pan.pos``, ...)."""
+        self._limits_spec = spec
+        self._limits = None
+        _ = self.limits
+
     # --- helpers -----------------------------------------------------------------------------------
     def _make_limits(self) -> ArmLimits:
         names = self.action_names

@@ -40,7 +40,7 @@ from policy_steer.envs.world import CAMERAS, PHYSICS_DT, world_xml
 from policy_steer.errors import ConfigError
 from policy_steer.hardware.arm import Arm, ArmObservation, CameraFrame, JointCommand
 from policy_steer.hardware.errors import ArmStopped
-from policy_steer.hardware.limits import ArmLimits
+from policy_steer.hardware.limits import ArmLimits, narrow
 
 _IK_GUESS = np.array([0.0, 0.3, 1.8, 1.0, 0.0])
 
@@ -217,6 +217,9 @@ class VirtualArm(Arm):
             d.ctrl[n] = self._goal_gripper * FINGER_TRAVEL
             self._stopped = True
             self.stop_stamp = self.clock()
+
+    def narrow_limits(self, spec: dict) -> None:
+        self._limits = narrow(self._limits, self.joint_names, spec)
 
     # --- simulation --------------------------------------------------------------------------------
     def set_camera_size(self, camera: str, size: tuple[int, int]) -> None:

@@ -23,14 +23,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("policy_steer.cli.bench", "seeded benchmark of policies x steering x modes; JSON, Markdown, plots"),
     "fit-verifier": ("policy_steer.steering.taco.fit", "fit TACO's pseudo-count verifier (CFN) to a policy and its demonstrations"),
     "train-reference": ("policy_steer.cli.train_reference", "train a reference policy with lerobot on recorded demonstrations"),
-    "serve": ("policy_steer.transport.cli", "serve a steered policy over ZeroMQ (PROTOCOL.md v1)"),
+    "serve": ("policy_steer.transport.cli", "serve a steered policy over ZeroMQ (docs/protocol.md v2)"),
     "keys": ("policy_steer.transport.cli", "make CURVE key pairs and the client allow-list for serve"),
     "synthesize": ("policy_steer.cli.synthesize", "print the reward program (JSON) for the scene of a task variant"),
-    "sim-robot": ("policy_steer.envs.sim_robot", "run a task on the wall clock as a robot process driven by a policy server"),
     "launch": ("policy_steer.launch.cli", "start the processes of a launch/*.yaml, check their health, stop them cleanly"),
     # hardware: module paths only (the core never imports policy_steer.hardware)
-    "robot": ("policy_steer.hardware.cli", "real-robot control loop: driver + safety layer + policy server (--dry-run: virtual arm)"),
-    "estop": ("policy_steer.hardware.cli", "safe-stop a running `policy-steer robot` through its control socket"),
+    "robot": ("policy_steer.hardware.cli", "the robot host on an arm: driver + safety layer + policy server"),
+    "sim-robot": ("policy_steer.hardware.cli", "the robot host on a simulated task (sim-as-robot), driven by a policy server"),
+    "estop": ("policy_steer.hardware.cli", "safe-stop a running robot host (robot or sim-robot) through its control socket"),
 }
 
 

@@ -25,9 +25,9 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Config(SynthesisConfig):
-    task: str = "push"
-    variant: str = "nominal"
-    seed: int = 0
+    task: str = "push"  # the task whose scene is described: reach | push | pick-place | lift
+    variant: str = "nominal"  # its variant: nominal | obstacle | shifted-surface | clutter | moving-goal
+    seed: int = 0  # seed of the reset the scene is read after
     out: str | None = None  # also write the program (JSON) here
     camera: str = "front"  # VLM backends: the camera whose image goes into the prompt
 

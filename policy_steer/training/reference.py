@@ -29,21 +29,21 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Config:
-    task: str = "push"
+    task: str = "push"  # reach | push | pick-place | lift
     family: str = "diffusion"  # diffusion | flow | image-diffusion | image-diffusion-resnet (architectures.py)
     dataset: str | None = None  # LeRobotDataset folder; default data/<task> (data/<task>-<camera> for images)
     episodes: int = 200  # demonstrations recorded when the dataset folder does not exist
-    steps: int = 20000
-    batch_size: int = 64
+    steps: int = 20000  # training steps
+    batch_size: int = 64  # training batch size
     lr: float | None = None  # None: the policy's training preset
-    seed: int = 0
+    seed: int = 0  # training seed
     out: str | None = None  # default checkpoints/<task>-<family>
     future_state_offsets: int = 0  # VLASH offset fine-tuning: max offset in control steps (0: off)
     # Fine-tune instead of training from scratch: start from this lerobot checkpoint's weights, config and
     # normalisation (lerobot's pretrained_path); the family, lr and architecture come from it.
     init_from: str | None = None
-    overwrite: bool = False
-    work_dir: str = "outputs/train"
+    overwrite: bool = False  # replace an existing checkpoint folder
+    work_dir: str = "outputs/train"  # lerobot's run folders (logs, intermediate checkpoints)
     num_workers: int = 0  # dataloader workers (0: in the training process)
     camera: str = "front"  # image families: the camera recorded and read
     image_size: IntList = field(default_factory=lambda: IntList([64, 64]))  # image families: height,width when recording

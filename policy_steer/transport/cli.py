@@ -103,7 +103,7 @@ def run_serve(cfg: ServeConfig) -> int:
 
 @dataclass
 class KeysConfig:
-    out: str = "keys"
+    out: str = "keys"  # folder for the key pairs (server, client) and the allow-list
     clients: StrList = field(default_factory=lambda: StrList(["client"]))  # one key pair per name
     server: bool = True  # also make the server key pair
     force: bool = False  # overwrite existing secret keys

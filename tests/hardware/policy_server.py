@@ -13,6 +13,7 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,7 +32,7 @@ class CirclePolicy(FixedChunkPolicy):
         self.step = step
         self.period = period_steps
 
-    def _chunk(self, obs, prefix, start_step, new_episode=None) -> Chunk:
+    def _chunk(self, obs, prefix, start_step, new_episode=None, context=None) -> Chunk:
         s0 = int(obs.get(STEP, 0)) if start_step is None else int(start_step)
         h, a = self.spec.horizon, self.spec.action_dim
         theta = 2 * np.pi * (s0 + np.arange(h)) / self.period
@@ -41,7 +42,7 @@ class CirclePolicy(FixedChunkPolicy):
         out[:, 1] = -self.step * np.cos(theta)
         if a > 3:
             out[:, 3] = -1.0  # open
-        return Chunk(out, s0, {"latency_ms": self.delay_s * 1e3, "steer": {}})
+        return Chunk(out, s0, {"latency_ms": self.delay_s * 1e3, "steer": {}, "strategies": {}})
 
 
 @dataclass
@@ -58,6 +59,7 @@ class Config:
     delay_s: float = 0.02
     scale: float = 1.0  # wild: multiplies the fixed chunk
     cameras: str = ""  # e.g. front:64x64 (the policy then expects that image)
+    episode_delay_s: float = 0.0  # an episode start takes this long (a strategy preparing the episode)
 
 
 def main() -> int:
@@ -69,6 +71,14 @@ def main() -> int:
     else:
         policy = FixedChunkPolicy(spec, delay_s=cfg.delay_s)
         policy.actions = policy.actions * np.float32(cfg.scale)
+    if cfg.episode_delay_s > 0:
+        start = policy.start_episode
+
+        def slow_start(*args, **kwargs):
+            time.sleep(cfg.episode_delay_s)
+            return start(*args, **kwargs)
+
+        policy.start_episode = slow_start
     server = PolicyServer(policy, ServerConfig(bind=cfg.bind))
     server.start()
     stop = threading.Event()

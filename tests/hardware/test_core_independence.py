@@ -67,7 +67,7 @@ def test_no_core_module_imports_hardware():
 
 def test_the_cli_and_the_runtime_load_without_hardware():
     code = (
-        "import sys, policy_steer.cli.main, policy_steer.runtime.realtime, policy_steer.transport.client; "
+        "import sys, policy_steer.cli.main, policy_steer.runtime.loop, policy_steer.transport.client; "
         "print(sorted(m for m in sys.modules if m.startswith('policy_steer.hardware')))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)

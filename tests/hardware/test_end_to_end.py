@@ -1,5 +1,5 @@
-"""End to end: the virtual arm, the safety layer, the realtime runtime, and a live policy server in
-another OS process, on the wall clock.
+"""End to end: the robot host on the virtual arm (safety layer, the control loop on the wall clock) and a
+live policy server in another OS process.
 
 The loop runs at 10 Hz. Reaction times are counted in control periods with the loop's own stamps
 (the tick at which a step started, the stamp at which the safety layer decided it) and the stamps of
@@ -16,9 +16,8 @@ import time
 import numpy as np
 import pytest
 
-from policy_steer.hardware.cli import report_lines
+from policy_steer.hardware.host import RobotConfig, RobotHost, report_lines
 from policy_steer.hardware.safety import EXEC, STOPPED
-from policy_steer.hardware.session import RobotRunConfig, RobotSession
 from policy_steer.hardware.watchdog import WatchdogConfig
 from policy_steer.transport.telemetry import TelemetrySubscriber
 from tests.hardware.helpers import run_cli
@@ -27,17 +26,17 @@ HZ = 10.0
 STOP_AFTER_S = 1.5
 
 
-def session_for(endpoint: str, **overrides) -> RobotSession:
+def session_for(endpoint: str, **overrides) -> RobotHost:
     options = dict(
         driver="virtual", server=endpoint, rate=HZ, mode="vlash", max_steps=400, estop="tcp://127.0.0.1:*",
         watchdog=WatchdogConfig(stop_after_s=STOP_AFTER_S, first_chunk_s=30.0, loop_stall_s=5.0),
         request_timeout_s=2.0, connect_timeout_s=30.0,
     )
     options.update(overrides)
-    return RobotSession(RobotRunConfig(**options)).start()
+    return RobotHost(RobotConfig(**options)).start()
 
 
-def wait_for_executed(session: RobotSession, n: int, timeout_s: float = 60.0) -> None:
+def wait_for_executed(session: RobotHost, n: int, timeout_s: float = 60.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if sum(r.decision == EXEC for r in list(session.safety.records)) >= n:
@@ -46,7 +45,7 @@ def wait_for_executed(session: RobotSession, n: int, timeout_s: float = 60.0) ->
     raise TimeoutError(f"fewer than {n} executed steps within {timeout_s} s")
 
 
-def assert_commands_within_limits(session: RobotSession) -> None:
+def assert_commands_within_limits(session: RobotHost) -> None:
     arm = session.arm
     lim, kin = arm.limits, arm.kinematics
     q_prev = np.asarray(session.safety.records[0].joints) if session.safety.records else None
@@ -58,7 +57,7 @@ def assert_commands_within_limits(session: RobotSession) -> None:
         q_prev = q
 
 
-def subscribe_for_sure(session: RobotSession, sub: TelemetrySubscriber, timeout_s: float = 60.0) -> None:
+def subscribe_for_sure(session: RobotHost, sub: TelemetrySubscriber, timeout_s: float = 60.0) -> None:
     """PUB drops what it sends before a subscription has reached it (ZeroMQ's slow joiner): publish
     probe events until one arrives, so that nothing of the run itself is lost."""
     deadline = time.monotonic() + timeout_s
@@ -97,7 +96,7 @@ def test_killing_the_server_holds_within_two_periods_and_stops_after_the_timeout
     safety, arm = session.safety, session.arm
     assert t_kill, "the server was never killed"
     tk = t_kill[0]
-    started = {r.step: r.started for r in result.runtime.records}
+    started = {r.step: r.started for r in result.results[0].records}
     recs = list(safety.records)
     k0 = next(r.step for r in recs if started[r.step] >= tk)  # the first step that began after the kill
     kh = next(r.step for r in recs if r.step >= k0 and r.decision != EXEC)
@@ -123,7 +122,7 @@ def test_killing_the_server_holds_within_two_periods_and_stops_after_the_timeout
         f"\n[kill phase {phase}] link loss seen {(t_seen[0] - tk) * 1e3:.1f} ms after the kill; hold at the {periods_to_hold}. "
         f"step after it ({(safety.records[kh].stamp - tk) * 1e3:.0f} ms), reason {hold_reason}; "
         f"stop {STOP_AFTER_S + late_periods / HZ:.3f} s after the last chunk "
-        f"(timeout {STOP_AFTER_S} s, {late_periods:.2f} periods late); late ticks {result.runtime.late_ticks}"
+        f"(timeout {STOP_AFTER_S} s, {late_periods:.2f} periods late); late ticks {result.results[0].late_ticks}"
     )
 
 
@@ -244,4 +243,17 @@ def test_a_policy_that_does_not_fit_the_arm_is_one_clear_error(policy_server):
         result = session.run()
     finally:
         session.close()
-    assert result.runtime.steps == 5
+    assert result.results[0].steps == 5
+
+
+def test_a_slow_episode_start_is_not_a_stalled_loop(policy_server):
+    """The episode start blocks until the server answered (a strategy preparing the episode); the watchdog
+    watches the episode from there, so a start longer than the loop-stall limit does not stop the arm."""
+    _, endpoint = policy_server(policy="circle", episode_delay_s=1.0)
+    session = session_for(endpoint, max_steps=15, watchdog=WatchdogConfig(stop_after_s=5.0, loop_stall_s=0.3))
+    try:
+        result = session.run()
+    finally:
+        session.close()
+    assert not result.stopped, result.stop_reason
+    assert result.results[0].steps == 15 and result.safety["executed"] > 0

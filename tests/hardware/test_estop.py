@@ -52,10 +52,10 @@ def test_garbage_gets_errors_and_the_listener_keeps_serving(robot):
     sock.connect(server.endpoint)
     bad = [
         [b"\x00garbage"],
-        [msgpack.packb({"v": 1, "type": "estop", "seq": 1, "stamp": 0.0, "arrays": []}), b"extra frame"],
-        [msgpack.packb({"v": 2, "type": "estop", "seq": 2, "stamp": 0.0, "arrays": []})],
-        [msgpack.packb({"v": 1, "type": "resume", "seq": 3, "stamp": 0.0, "arrays": []})],
-        [msgpack.packb({"v": 1, "type": "estop", "seq": 4, "stamp": 0.0, "arrays": [], "reason": 7})],
+        [msgpack.packb({"v": 2, "type": "estop", "seq": 1, "stamp": 0.0, "arrays": []}), b"extra frame"],
+        [msgpack.packb({"v": 1, "type": "estop", "seq": 2, "stamp": 0.0, "arrays": []})],  # the framing is v2's
+        [msgpack.packb({"v": 2, "type": "resume", "seq": 3, "stamp": 0.0, "arrays": []})],
+        [msgpack.packb({"v": 2, "type": "estop", "seq": 4, "stamp": 0.0, "arrays": [], "reason": 7})],
     ]
     codes = []
     for frames in bad:

@@ -238,10 +238,10 @@ def push_checkpoint(tmp_path_factory):
 def test_the_shipped_sim_robot_launch_runs_a_real_policy_and_stops_on_sigint(tmp_path, push_checkpoint):
     """`policy-steer launch launch/sim_robot.yaml` as shipped (only the checkpoint, ports and output moved):
     server and robot come up healthy, an episode runs to its end, and Ctrl-C in the next one stops both
-    cleanly (exit 0, the robot's JSON written with the interrupted episode), leaving no process behind."""
+    cleanly (exit 0, the robot's report written with the interrupted episode), leaving no process behind."""
     out = tmp_path / "sim_robot.json"
     overrides = ",".join([
-        f"policy={push_checkpoint}", "episodes=50", f"json={out}", f"server={free_endpoint()}",
+        f"policy={push_checkpoint}", "episodes=50", f"report={out}", f"server={free_endpoint()}",
         f"server_telemetry={free_endpoint()}", f"robot_telemetry={free_endpoint()}",
     ])
     launcher = Proc.cli("launch", str(REPO / "launch" / "sim_robot.yaml"), "--set", overrides)
@@ -257,7 +257,7 @@ def test_the_shipped_sim_robot_launch_runs_a_real_policy_and_stops_on_sigint(tmp
     log = launcher.output
     assert "stopping: SIGINT received" in log and "killed" not in log and "FAILED" not in log
     assert log.index("stopping robot") < log.index("stopping server")
-    assert re.search(r"robot +\| sim-robot: done, \d+ episode\(s\)", log), launcher.output_tail()
+    assert re.search(r"robot +\| policy-steer sim-robot: done, \d+ episode\(s\)", log), launcher.output_tail()
     assert re.search(r"│ server +│ \d+ +│ stopped \(SIGINT\) .*│ 0 +│", log) and re.search(
         r"│ robot +│ \d+ +│ stopped \(SIGINT\) .*│ 0 +│", log), launcher.output_tail()
     report = json.loads(out.read_text())

@@ -1,8 +1,9 @@
 """launch/ros_bridge_example.py: a plain-Python process (pyzmq + msgpack) next to a policy server.
 
-It runs as its own process against the fixed-chunk server, beside a sim-as-robot process, and must get
-chunks, publish actions, receive the server's telemetry and the robot's, and import nothing from
-policy_steer (nor numpy).
+It runs as its own process against the fixed-chunk server, beside a sim-as-robot process, and must send
+its episode context (the scene of ``--scene FILE.json``: the server's policy sees it), get chunks,
+publish actions and report them (``executed``), receive the server's telemetry and the robot's, and
+import nothing from policy_steer (nor numpy).
 """
 
 from __future__ import annotations
@@ -11,11 +12,16 @@ import ast
 import json
 import sys
 
-from tests.launch.helpers import PYTHON, REPO, Proc, free_endpoint
+from tests.launch.helpers import PYTHON, REPO, Proc, TelemetryCollector, free_endpoint
 from tests.transport.helpers import ServerProcess
 
 BRIDGE = REPO / "launch" / "ros_bridge_example.py"
 ALLOWED_IMPORTS = {"zmq", "msgpack"} | set(sys.stdlib_module_names)
+SCENE = {"task": "push", "variant": "nominal", "instruction": "push the block onto the target", "frame": "world",
+         "objects": [{"name": "block", "kind": "manipuland", "shape": "box", "position": [0.42, 0.05, 0.02],
+                      "half_size": [0.02, 0.02, 0.02]},
+                     {"name": "target", "kind": "target", "shape": "cylinder", "position": [0.5, -0.1, 0.0],
+                      "half_size": [0.04, 0.04, 0.001]}]}
 
 
 def test_the_bridge_imports_only_pyzmq_msgpack_and_the_standard_library():
@@ -33,19 +39,23 @@ def test_the_bridge_imports_only_pyzmq_msgpack_and_the_standard_library():
 
 def test_the_bridge_gets_chunks_and_both_telemetry_streams(tmp_path):
     server = ServerProcess(["--bind", "tcp://127.0.0.1:*", "--telemetry", "tcp://127.0.0.1:*", "--state_dim", "19",
-                            "--action_dim", "3", "--cameras", "front:8x8"])
+                            "--action_dim", "3", "--cameras", "front:8x8", "--echo", "true"])
     robot_tel = free_endpoint()
+    scene = tmp_path / "scene.json"
+    scene.write_text(json.dumps(SCENE))
+    tel = TelemetryCollector({"server": server.telemetry})
     robot = bridge = None
     try:
         robot = Proc.cli("sim-robot", "--task", "push", "--rate", "20", "--server", server.endpoint,
-                         "--max_episode_steps", "400", "--telemetry", robot_tel, "--timeout_s", "3")
+                         "--max_steps", "400", "--telemetry", robot_tel, "--request_timeout_s", "3")
         robot.wait_line("sim-robot: connected", 60)
         out = tmp_path / "bridge.json"
         # run with -c so the test sees every module the script loaded, whatever it prints
         code = (
             "import runpy, sys, json\n"
             f"sys.argv = ['ros_bridge_example.py', '--server', {server.endpoint!r}, '--telemetry', {server.telemetry!r},"
-            f" '--robot_telemetry', {robot_tel!r}, '--rate', '20', '--steps', '60', '--json', {str(out)!r}]\n"
+            f" '--robot_telemetry', {robot_tel!r}, '--rate', '20', '--steps', '60', '--json', {str(out)!r},"
+            f" '--scene', {str(scene)!r}, '--instruction', 'push the block onto the target']\n"
             "try:\n"
             f"    runpy.run_path({str(BRIDGE)!r}, run_name='__main__')\n"
             "except SystemExit as e:\n"
@@ -60,7 +70,8 @@ def test_the_bridge_gets_chunks_and_both_telemetry_streams(tmp_path):
             if p is not None:
                 p.kill()
         server.kill()
-    assert "ros-bridge: welcome" in bridge.output
+        tel.stop()
+    assert "ros-bridge: welcome" in bridge.output and "ros-bridge: episode started" in bridge.output
     assert "MODULES []" in bridge.output  # neither policy_steer nor numpy was imported
     s = json.loads(out.read_text())
     assert s["steps"] == 60 and s["chunks"] >= 2 and s["published"] >= 30
@@ -71,3 +82,13 @@ def test_the_bridge_gets_chunks_and_both_telemetry_streams(tmp_path):
     assert s["telemetry"]["server"].get("metrics", 0) >= 1
     assert s["telemetry"]["robot"].get("action", 0) >= 20
     assert s["modules"] == []
+    # the episode context went out and the server's policy saw it in every chunk of the bridge's session
+    assert s["episodes"] == 1 and s["executed_sent"] == s["published"]
+    mine = [m for m in tel.of("server", "chunk") if m.header["session"] == s["session"]]
+    assert mine
+    for m in mine:
+        ctx = m.header["info"]["echo"]["context"]
+        assert ctx["instruction"] == "push the block onto the target"
+        assert ctx["objects"] == {o["name"]: o["position"] for o in SCENE["objects"]}
+    executed = [m for m in tel.of("server", "executed") if m.header["session"] == s["session"]]
+    assert executed and all(m.arrays["action"].shape == (3,) for m in executed)

@@ -1,4 +1,5 @@
-"""The sim-as-robot process end to end against ``policy-steer serve`` with a real (tiny) checkpoint.
+"""The sim-as-robot process (the robot host with the simulated-task driver) end to end against
+``policy-steer serve`` with a real (tiny) checkpoint.
 
 Three processes: the server, the robot (``policy-steer sim-robot``), and this test subscribing to both
 telemetry endpoints. No timing is asserted; the invariants hold however loaded the machine is.
@@ -47,8 +48,8 @@ def test_an_episode_runs_end_to_end_and_is_published(served, tmp_path):
         tel.wait_for("server", lambda ms: any(m.topic == "metrics" for m in ms), 30)
         robot = Proc.cli(
             "sim-robot", "--task", "push", "--variant", "obstacle", "--rate", "20", "--server", served.endpoint,
-            "--mode", "vlash", "--episodes", "1", "--seed", "3", "--max_episode_steps", str(STEPS),
-            "--telemetry", robot_tel, "--json", str(out), "--records", "true", "--timeout_s", "3",
+            "--mode", "vlash", "--episodes", "1", "--seed", "3", "--max_steps", str(STEPS),
+            "--telemetry", robot_tel, "--report", str(out), "--records", "true", "--request_timeout_s", "3",
         )
         assert robot.wait(120) == 0, robot.output_tail()
         tel.wait_for("robot", lambda ms: any(m.header.get("event") == "episode_end" for m in ms), 10)
@@ -90,3 +91,23 @@ def test_an_episode_runs_end_to_end_and_is_published(served, tmp_path):
     server_chunks = [m for m in tel.of("server", "chunk") if m.header["session"] == session]
     assert session and len(server_chunks) >= ep["n_chunks"]
     assert all(m.arrays["actions"].shape[1] == 3 for m in server_chunks)
+
+
+def test_the_virtual_clock_pauses_simulated_time_while_a_chunk_is_computed(served, tmp_path):
+    """``--clock virtual --latency 2``: as in bench, a chunk arrives exactly 2 control steps after its
+    observation, whatever the server and this machine take; sync mode holds meanwhile."""
+    out = tmp_path / "virtual.json"
+    robot = Proc.cli(
+        "sim-robot", "--task", "push", "--variant", "obstacle", "--server", served.endpoint, "--mode", "sync",
+        "--clock", "virtual", "--latency", "2", "--episodes", "2", "--seed", "5", "--max_steps", "30",
+        "--report", str(out), "--records", "true",
+    )
+    assert robot.wait(120) == 0, robot.output_tail()
+    report = json.loads(out.read_text())
+    assert report["clock"] == "virtual" and report["watchdog"] is None  # nothing moves while it waits
+    assert [e["seed"] for e in report["episodes"]] == [5, 6]
+    for ep, rec in zip(report["episodes"], report["records"]):
+        chunks = [c for c in rec["chunks"] if c["chunk_id"] is not None]
+        assert chunks and all(c["delay_steps"] == 2 for c in chunks)
+        assert ep["stall_steps"] == sum(s["chunk_id"] is None for s in rec["steps"]) >= 2
+        assert ep["late_ticks"] == 0

@@ -1,6 +1,7 @@
 """The sim-as-robot process when the server misbehaves: killed and restarted mid-episode, or slower
-than the control rate. The server is the fixed-chunk server (``actions[i, j] = i + j / 100``), so each
-executed action says which chunk row it is; the robot's records and telemetry are checked against it.
+than the control rate. The server serves a fixed chunk (``actions[i, j] = (i + j / 100) * SCALE``: every
+row inside the task's largest step, so the safety layer passes it unchanged), so each executed action
+says which chunk row it is; the robot's records and telemetry are checked against it.
 
 Invariants only (these machines are shared): the robot holds when it has no validated action, never
 executes a row of a stale or partial chunk, never a row past the executed part of its chunk, and only at
@@ -21,17 +22,22 @@ from tests.launch.helpers import Proc, TelemetryCollector, free_endpoint
 from tests.transport.helpers import ServerProcess
 
 H, A, N_EXEC = 16, 3, 8
-FIXED = np.arange(H, dtype=np.float32)[:, None] + np.arange(A, dtype=np.float32)[None, :] / 100
+SCALE = 0.001  # metres: row 15 is 0.015 m, inside push's 0.03 m step
+FIXED = (np.arange(H, dtype=np.float32)[:, None] + np.arange(A, dtype=np.float32)[None, :] / 100) * np.float32(SCALE)
 PUSH_STATE_DIM = 19
-SERVER_ARGS = ["--bind", "tcp://127.0.0.1:*", "--state_dim", str(PUSH_STATE_DIM), "--action_dim", str(A),
-               "--horizon", str(H)]
+SERVER_ARGS = ["--bind", "tcp://127.0.0.1:*", "--policy", "wild", "--scale", str(SCALE), "--state_dim",
+               str(PUSH_STATE_DIM), "--action_dim", str(A), "--horizon", str(H), "--n_action_steps", str(N_EXEC),
+               "--delay_s", "0"]
+SERVER_MODULE = "tests.hardware.policy_server"  # the fixed chunk with a scale
 
 
 def run_robot(server: str, telemetry: str, out, steps: int, timeout_s: float = 1.0) -> Proc:
+    # the watchdog's safe stop waits 30 s without chunks: the outage below (a server restart on a loaded
+    # machine) must end in a hold and a resume, not a stop
     return Proc.cli(
         "sim-robot", "--task", "push", "--variant", "nominal", "--rate", "20", "--server", server, "--mode", "vlash",
-        "--episodes", "1", "--max_episode_steps", str(steps), "--telemetry", telemetry, "--json", str(out),
-        "--records", "true", "--timeout_s", str(timeout_s),
+        "--episodes", "1", "--max_steps", str(steps), "--telemetry", telemetry, "--report", str(out),
+        "--records", "true", "--request_timeout_s", str(timeout_s), "--watchdog.stop_after_s", "30",
     )
 
 
@@ -54,7 +60,7 @@ def check_every_step(steps: list[dict], chunks: list[dict]) -> dict[int, dict]:
 
 def test_server_killed_and_restarted_mid_episode(tmp_path):
     steps = 240  # 12 s at 20 Hz: room for the outage and the restart on a loaded machine
-    server = ServerProcess(SERVER_ARGS)
+    server = ServerProcess(SERVER_ARGS, module=SERVER_MODULE)
     robot_tel = free_endpoint()
     tel = TelemetryCollector({"robot": robot_tel})
     out = tmp_path / "robot.json"
@@ -111,7 +117,7 @@ def test_server_killed_and_restarted_mid_episode(tmp_path):
 @pytest.fixture(scope="module")
 def slow_fixed_server():
     """0.6 s per chunk: slower than the 8 executed actions of a chunk last at 20 Hz (0.4 s)."""
-    server = ServerProcess(SERVER_ARGS + ["--delay_s", "0.6"])
+    server = ServerProcess(SERVER_ARGS + ["--delay_s", "0.6"], module=SERVER_MODULE)
     yield server
     server.kill()
 

@@ -39,15 +39,15 @@ class SynthesisConfig:
     schema_in_prompt: bool = True  # VLM backends: put the JSON Schema into the prompt
     # transformers: a local folder with a processor (chat template) and an image-text-to-text model
     model_path: str | None = None
-    device: str = "cpu"
+    device: str = "cpu"  # transformers: torch device of the model
     dtype: str = "auto"  # auto, float32, bfloat16, float16
-    max_new_tokens: int = 1024
+    max_new_tokens: int = 1024  # VLM backends: the longest answer
     # openai: an OpenAI-compatible chat-completions endpoint; empty fields are read from the environment
     url: str | None = None  # e.g. http://localhost:8000/v1 (POLICY_STEER_VLM_URL)
     model: str | None = None  # POLICY_STEER_VLM_MODEL
     api_key: str | None = None  # POLICY_STEER_VLM_API_KEY
-    timeout_s: float = 60.0
-    temperature: float = 0.0
+    timeout_s: float = 60.0  # openai: deadline of one request, seconds
+    temperature: float = 0.0  # VLM backends: sampling temperature (0: greedy)
 
     def resolved(self) -> "SynthesisConfig":
         """A copy with ``url``, ``model`` and ``api_key`` filled from the environment where empty."""

@@ -9,7 +9,7 @@ from pathlib import Path
 from lerobot.robots import RobotConfig
 
 # The virtual arm has the SO-101's structure (pan, lift, elbow, wrist flex, wrist roll + gripper), so a
-# dry run can present the SO-101's own feature names.
+# stand-in (--virtual_arm) can present the SO-101's own feature names.
 SO101_MOTORS = ["shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll"]
 
 
