@@ -36,6 +36,7 @@ sys.path.insert(0, str(REPO))
 
 from policy_steer.bench.plots import save_figure  # noqa: E402
 from policy_steer.bench.results import wilson_ci  # noqa: E402
+from tqdm import tqdm  # noqa: E402
 
 BIN = REPO / ".venv" / "bin" / "policy-steer"
 STEER_SETTINGS = {"none": {}, "vls": {}, "taco": {"candidates": 16}}
@@ -55,18 +56,27 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_bench(task: str, variant: str, steer: str, episodes: int, seed: int, out: Path, workers: int) -> dict[int, bool]:
-    """Per-seed success of ``policy-steer bench`` (one process, virtual clock)."""
+Outcome = tuple[bool, int]  # (success, completion steps: the episode's steps, a failure counting as the time-out)
+
+
+def run_bench(task: str, variant: str, steer: str, episodes: int, seed: int, out: Path, workers: int) -> dict[int, Outcome]:
+    """Per-seed outcome of ``policy-steer bench`` (one process, virtual clock)."""
     cmd = [str(BIN), "bench", "--task", task, "--variant", variant, "--steer", steer, *BENCH_FLAGS[steer],
            "--mode", "sync", "--episodes", str(episodes), "--seed_start", str(seed), "--workers", str(workers),
            "--out", str(out)]
     subprocess.run(cmd, cwd=REPO, env=_env(), check=True, stdout=subprocess.DEVNULL)
     run = json.loads((out / "results.json").read_text())["runs"][0]
-    return {int(s): bool(ok) for s, ok in zip(run["seeds"], run["per_episode_success"])}
+    return {int(s): (bool(ok), int(n)) for s, ok, n in
+            zip(run["seeds"], run["per_episode_success"], run["per_episode_completion_steps"])}
 
 
-def run_served(task: str, variant: str, steer: str, episodes: int, seed: int, out: Path) -> dict[int, bool]:
-    """Per-seed success through ``serve`` + ``sim-robot`` (two processes, protocol v2 over loopback)."""
+def run_served(task: str, variant: str, steer: str, episodes: int, seed: int, out: Path) -> dict[int, Outcome]:
+    """Per-seed outcome through ``serve`` + ``sim-robot`` (two processes, protocol v2 over loopback)."""
+    from policy_steer import envs
+
+    env = envs.make(task, variant, render_mode=None)
+    timeout = int(env.unwrapped.max_episode_steps)
+    env.close()
     out.mkdir(parents=True, exist_ok=True)
     endpoint = f"tcp://127.0.0.1:{_free_port()}"
     server = subprocess.Popen(
@@ -88,7 +98,8 @@ def run_served(task: str, variant: str, steer: str, episodes: int, seed: int, ou
             cwd=REPO, env=_env(), check=True, stdout=subprocess.DEVNULL,
         )
         eps = json.loads(report.read_text())["episodes"]
-        return {int(e["seed"]): bool(e["success"]) for e in eps}
+        return {int(e["seed"]): (bool(e["success"]), int(e["steps"]) if e["success"] else max(int(e["steps"]), timeout))
+                for e in eps}
     finally:
         server.terminate()
         try:
@@ -97,28 +108,32 @@ def run_served(task: str, variant: str, steer: str, episodes: int, seed: int, ou
             server.kill()
 
 
-def summarize(bench: dict[int, bool], served: dict[int, bool]) -> dict:
+def summarize(bench: dict[int, Outcome], served: dict[int, Outcome]) -> dict:
     seeds = sorted(bench)
-    nb, ns = sum(bench.values()), sum(served.get(s, False) for s in seeds)
+    nb = sum(bench[s][0] for s in seeds)
+    ns = sum(served[s][0] for s in seeds if s in served)
     cb, cs = wilson_ci(nb, len(seeds)), wilson_ci(ns, len(seeds))
     return {
         "episodes": len(seeds), "bench_success": nb / len(seeds), "bench_ci95": cb,
         "served_success": ns / len(seeds), "served_ci95": cs,
         "inside_each_other": cb[0] <= ns / len(seeds) <= cb[1] and cs[0] <= nb / len(seeds) <= cs[1],
-        "same_outcome": sum(bench[s] == served.get(s) for s in seeds),
-        "seeds": seeds, "bench": [bench[s] for s in seeds], "served": [served.get(s) for s in seeds],
+        "same_success": sum(bench[s][0] == served.get(s, (None,))[0] for s in seeds),
+        "same_outcome": sum(bench[s] == served.get(s) for s in seeds),  # success and completion steps
+        "seeds": seeds, "bench": [list(bench[s]) for s in seeds],
+        "served": [list(served[s]) if s in served else None for s in seeds],
     }
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| task | variant | steer | episodes | bench | bench 95% | served | served 95% | inside each other | same outcome |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| task | variant | steer | episodes | bench | bench 95% | served | served 95% | inside each other | "
+             "same success | same success and steps |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(
             f"| {r['task']} | {r['variant']} | {r['steer']} | {r['episodes']} | {r['bench_success']:.2f} | "
             f"[{r['bench_ci95'][0]:.2f}, {r['bench_ci95'][1]:.2f}] | {r['served_success']:.2f} | "
             f"[{r['served_ci95'][0]:.2f}, {r['served_ci95'][1]:.2f}] | {'yes' if r['inside_each_other'] else 'NO'} | "
-            f"{r['same_outcome']}/{r['episodes']} |"
+            f"{r['same_success']}/{r['episodes']} | {r['same_outcome']}/{r['episodes']} |"
         )
     return "\n".join(lines)
 
@@ -156,20 +171,20 @@ def main() -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
-    for cell in args.cells.split(","):
-        task, variant = cell.split(":")
-        for steer in args.steer.split(","):
-            tag = f"{task}_{variant}_{steer}"
-            t0 = time.monotonic()
-            bench = run_bench(task, variant, steer, args.episodes, args.seed_start, out / tag / "bench", args.workers)
-            t1 = time.monotonic()
-            served = run_served(task, variant, steer, args.episodes, args.seed_start, out / tag / "served")
-            t2 = time.monotonic()
-            row = {"task": task, "variant": variant, "steer": steer, **summarize(bench, served),
-                   "bench_s": round(t1 - t0, 1), "served_s": round(t2 - t1, 1)}
-            rows.append(row)
-            print(f"{tag}: bench {row['bench_success']:.2f} served {row['served_success']:.2f} "
-                  f"same outcome {row['same_outcome']}/{row['episodes']} ({row['bench_s']} s, {row['served_s']} s)", flush=True)
+
+    jobs = [(*cell.split(":"), steer) for cell in args.cells.split(",") for steer in args.steer.split(",")]
+    for task, variant, steer in tqdm(jobs, desc="parity cells", unit="cell"):
+        tag = f"{task}_{variant}_{steer}"
+        t0 = time.monotonic()
+        bench = run_bench(task, variant, steer, args.episodes, args.seed_start, out / tag / "bench", args.workers)
+        t1 = time.monotonic()
+        served = run_served(task, variant, steer, args.episodes, args.seed_start, out / tag / "served")
+        t2 = time.monotonic()
+        row = {"task": task, "variant": variant, "steer": steer, **summarize(bench, served),
+               "bench_s": round(t1 - t0, 1), "served_s": round(t2 - t1, 1)}
+        rows.append(row)
+        tqdm.write(f"{tag}: bench {row['bench_success']:.2f} served {row['served_success']:.2f} "
+                   f"same outcome {row['same_outcome']}/{row['episodes']} ({row['bench_s']} s, {row['served_s']} s)")
     gains = {}
     for cell in {(r["task"], r["variant"]) for r in rows}:
         by = {r["steer"]: r for r in rows if (r["task"], r["variant"]) == cell}
