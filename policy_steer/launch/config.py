@@ -25,7 +25,7 @@ interpreter, so a launch works from a virtual environment that is not on ``PATH`
 
 Readiness checks (``ready.kind``): ``none`` (healthy once started and still alive after ``grace_s``),
 ``line`` (a line of its stdout or stderr matches the regular expression ``pattern``), ``ping`` (a
-PROTOCOL.md ``ping`` to ``endpoint`` is answered with ``pong``), ``telemetry`` (a message arrives on the
+protocol v2 (docs/protocol.md) ``ping`` to ``endpoint`` is answered with ``pong``), ``telemetry`` (a message arrives on the
 PUB ``endpoint``, optionally only ``topics``).
 """
 

@@ -17,7 +17,7 @@ from policy_steer.transport.telemetry import TelemetrySubscriber
 
 
 def ping(endpoint: str, deadline: float, cancelled: Callable[[], bool], every_s: float = 0.5) -> tuple[bool, str]:
-    """Send PROTOCOL.md v1 ``ping`` to a server's ROUTER until a ``pong`` answers it."""
+    """Send a protocol v2 (docs/protocol.md) ``ping`` to a server's ROUTER until a ``pong`` answers it."""
     import msgpack
 
     ctx = zmq.Context()
