@@ -63,7 +63,7 @@ def run_bench(task: str, variant: str, steer: str, episodes: int, seed: int, out
     """Per-seed outcome of ``policy-steer bench`` (one process, virtual clock)."""
     cmd = [str(BIN), "bench", "--task", task, "--variant", variant, "--steer", steer, *BENCH_FLAGS[steer],
            "--mode", "sync", "--episodes", str(episodes), "--seed_start", str(seed), "--workers", str(workers),
-           "--out", str(out)]
+           "--out", str(out), "--overwrite", "true"]  # this script's own folder (it refuses an earlier run)
     subprocess.run(cmd, cwd=REPO, env=_env(), check=True, stdout=subprocess.DEVNULL)
     run = json.loads((out / "results.json").read_text())["runs"][0]
     return {int(s): (bool(ok), int(n)) for s, ok, n in
@@ -167,8 +167,12 @@ def main() -> int:
     ap.add_argument("--steer", default="none,vls,taco", help="steering methods (default %(default)s; taco runs M = 16)")
     ap.add_argument("--workers", type=int, default=2, help="bench worker processes (default 2)")
     ap.add_argument("--out", default="results/parity", help="output folder (default %(default)s)")
+    ap.add_argument("--overwrite", action="store_true", help="replace an earlier run in --out (default: refuse)")
     args = ap.parse_args()
     out = Path(args.out)
+    if (out / "parity.json").exists() and not args.overwrite:
+        print(f"parity: {out} holds an earlier run (parity.json); pass --overwrite or another --out", file=sys.stderr)
+        return 2
     out.mkdir(parents=True, exist_ok=True)
     rows = []
 

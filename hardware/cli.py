@@ -9,6 +9,8 @@ and ``policy-steer estop`` (stop it).
     policy-steer sim-robot --task push --variant obstacle --server tcp://127.0.0.1:5555 --mode sync \\
         --clock virtual --episodes 50 --seed 3000 --report sim_robot.json
     policy-steer estop --endpoint tcp://127.0.0.1:5558 --reason "hand in the workspace"
+    policy-steer robot ... --estop tcp://0.0.0.0:5558 --curve_keys keys/ --curve_name robot  # CURVE off loopback
+    policy-steer estop --endpoint tcp://ROBOT:5558 --curve_keys keys/ --curve_name operator --robot_key robot
 
 Both host commands take the same host options (``--server``, ``--mode``, ``--rate``, ``--dry_run``,
 ``--request_timeout_s``, ``--client_name``, ``--report``, ``--records``, ``--telemetry``, ``--estop``,
@@ -21,6 +23,11 @@ on a loopback control socket). Exit codes: 0 when the run ended (or SIGINT/SIGTE
 arm is safe-stopped first), 3 when the safety layer stopped the arm (watchdog, e-stop, driver error),
 2 on a configuration, driver or connection error (one line, e.g. a missing SDK or serial port).
 ``estop`` exits 0 once the robot process acknowledged the stop, 1 if nobody answered.
+
+The sockets a host binds (``--estop``, ``--telemetry``) follow the policy server's rule: loopback,
+unless ``--curve_keys`` is given (they are then CURVE servers with the robot's key pair, admitting the
+keys in ``DIR/authorized_clients/``) or ``--trusted_network true``; otherwise the host refuses to start
+(exit 2, one line) before anything is bound. The mode of each socket is logged.
 """
 
 from __future__ import annotations
@@ -40,14 +47,18 @@ class EstopConfig:
     endpoint: str = DEFAULT_ENDPOINT  # the robot process's control socket (its --estop)
     reason: str = ""  # logged by the robot process with the stop
     timeout_s: float = 2.0  # give up (exit 1) when no acknowledgement came within this long
+    curve_keys: str | None = None  # a robot socket bound with CURVE: folder with <curve_name>.key_secret and <robot_key>.key
+    curve_name: str = "client"  # whose key pair of --curve_keys sends (its .key must be in the robot's authorized_clients)
+    robot_key: str = "client"  # the robot's --curve_name: its public key <robot_key>.key in --curve_keys (or a .key file)
 
 
 def run_estop(cfg: EstopConfig) -> int:
-    from policy_steer.hardware.estop import EstopUnanswered, send_estop
+    from policy_steer.hardware.estop import EstopUnanswered, estop_keys, send_estop
 
+    curve = estop_keys(cfg.curve_keys, cfg.curve_name, cfg.robot_key) if cfg.curve_keys else None
     t0 = time.monotonic()
     try:
-        ack = send_estop(cfg.endpoint, cfg.reason, cfg.timeout_s)
+        ack = send_estop(cfg.endpoint, cfg.reason, cfg.timeout_s, curve=curve)
     except EstopUnanswered as e:
         print(f"policy-steer estop: {e}", file=sys.stderr, flush=True)
         return 1

@@ -12,8 +12,15 @@ The robot process binds a ROUTER (default ``tcp://127.0.0.1:5558``); ``policy-st
 
 The listener runs on its own thread and calls the safety layer's stop *at once*, without waiting for
 the control loop's next step; the reply comes after the driver's safe stop returned. The socket takes
-no other commands: there is no remote "resume" (restart the robot process). It binds loopback by
-default; an e-stop socket on the network lets anyone stop the arm (and only that).
+no other commands: there is no remote "resume" (restart the robot process).
+
+**Who may reach it**: the policy server's rule (:func:`policy_steer.transport.robot_telemetry.robot_bind_mode`).
+It binds loopback by default. Beyond loopback it is refused unless the robot has CURVE keys
+(``--curve_keys DIR``: a CURVE server with the robot's key pair ``DIR/<curve_name>.key_secret``, admitting
+the public keys in ``DIR/authorized_clients/``) or the network is declared trusted (``--trusted_network
+true``: anyone there can stop the arm and query its status; logged as a warning). A sender of a CURVE
+socket passes its own key pair and the robot's public key: ``policy-steer estop --curve_keys DIR
+--curve_name operator --robot_key robot`` (:func:`send_estop`'s ``curve``).
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import zmq
@@ -30,6 +38,9 @@ import zmq
 from policy_steer.errors import PolicySteerError
 from policy_steer.transport.codec import Limits, decode, encode
 from policy_steer.transport.errors import BAD_HEADER, INTERNAL, ProtocolError
+from policy_steer.transport.keys import KeyPair, load_keypair
+from policy_steer.transport.robot_telemetry import CURVE, RobotCurveServer, log_bind_mode, robot_bind_mode
+from policy_steer.transport.security import apply_curve_client
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +54,12 @@ class EstopUnanswered(PolicySteerError):
 
 
 class EstopServer:
-    """ROUTER bound at ``endpoint``; ``on_estop(reason, sender_stamp) -> (stopped, stop_stamp, first)``."""
+    """ROUTER bound at ``endpoint``; ``on_estop(reason, sender_stamp) -> (stopped, stop_stamp, first)``.
+
+    ``curve_keys``, ``curve_name``, ``trusted_network``: who may reach it (module docstring); an endpoint
+    beyond loopback without keys or ``trusted_network`` is refused (:class:`ConfigError`) before anything
+    binds. ``mode`` says which it is (``loopback``, ``curve``, ``trusted_network``).
+    """
 
     def __init__(
         self,
@@ -51,19 +67,38 @@ class EstopServer:
         on_estop: Callable[[str, float | None], tuple[bool, float | None, bool]],
         status: Callable[[], dict[str, Any]],
         context: zmq.Context | None = None,
+        curve_keys: str | None = None,
+        curve_name: str = "client",
+        trusted_network: bool = False,
     ) -> None:
+        self.mode = robot_bind_mode(endpoint, "--estop", curve_keys, trusted_network)
         self.on_estop = on_estop
         self.status = status
-        self.context = context or zmq.Context.instance()
+        self.curve: RobotCurveServer | None = None
+        self._own_context = None
+        if self.mode == CURVE:  # ZAP runs per context: a context of its own, with its authenticator
+            self._own_context = self.context = zmq.Context()
+            try:
+                self.curve = RobotCurveServer(self.context, curve_keys, curve_name)
+            except BaseException:
+                self.context.term()
+                raise
+        else:
+            self.context = context or zmq.Context.instance()
         self.socket = self.context.socket(zmq.ROUTER)
         self.socket.setsockopt(zmq.LINGER, 0)
         self.socket.setsockopt(zmq.MAXMSGSIZE, _LIMITS.max_message_bytes)
         try:
+            if self.curve is not None:
+                self.curve.apply(self.socket)
             self.socket.bind(endpoint)
         except zmq.ZMQError as e:
             self.socket.close(linger=0)
+            self._release()
             raise PolicySteerError(f"cannot bind the e-stop socket {endpoint}: {e}") from None
         self.endpoint = self.socket.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.mode_line = log_bind_mode("e-stop socket (--estop)", self.endpoint, self.mode,
+                                       "stop the arm and query its status", self.curve)
         self._seq = itertools.count(1)
         self._closing = threading.Event()
         self._thread = threading.Thread(target=self._run, name="policy-steer-estop", daemon=True)
@@ -120,12 +155,37 @@ class EstopServer:
     def close(self) -> None:
         self._closing.set()
         self._thread.join(2.0)
+        if not self._thread.is_alive():
+            self._release()
+
+    def _release(self) -> None:
+        if self.curve is not None:
+            self.curve.stop()
+            self.curve = None
+        if self._own_context is not None:
+            self._own_context.term()
+            self._own_context = None
 
 
-def _request(endpoint: str, header: dict[str, Any], timeout_s: float, resend_s: float = 0.25) -> dict[str, Any]:
+CurveClient = tuple[KeyPair, bytes]  # the sender's key pair, the robot's public key
+
+
+def estop_keys(folder: str, name: str = "client", robot_key: str = "client") -> CurveClient:
+    """The sender's key pair ``<name>.key_secret`` and the robot's public key ``<robot_key>.key`` (the
+    robot's ``--curve_name``; or the path of a ``.key`` file) from a folder made by ``policy-steer keys``."""
+    folder_p = Path(folder)
+    robot = Path(robot_key) if robot_key.endswith(".key") else folder_p / f"{robot_key}.key"
+    return load_keypair(folder_p / f"{name}.key_secret"), load_keypair(robot, need_secret=False).public
+
+
+def _request(
+    endpoint: str, header: dict[str, Any], timeout_s: float, resend_s: float = 0.25, curve: CurveClient | None = None
+) -> dict[str, Any]:
     ctx = zmq.Context()
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
+    if curve is not None:
+        apply_curve_client(sock, *curve)
     sock.connect(endpoint)
     try:
         seqs: set[int] = set()
@@ -138,7 +198,10 @@ def _request(endpoint: str, header: dict[str, Any], timeout_s: float, resend_s: 
             seq += 1
             seqs.add(seq)
             # the stamp is the moment of sending (monotonic clocks agree between processes of one machine)
-            sock.send_multipart(encode({**header, "seq": seq, "stamp": time.monotonic()}))
+            try:  # never blocks: with no connection up (nobody there, a refused CURVE handshake) it is sent again
+                sock.send_multipart(encode({**header, "seq": seq, "stamp": time.monotonic()}), flags=zmq.NOBLOCK)
+            except zmq.Again:
+                pass
             wait_until = min(deadline, now + resend_s)
             while time.monotonic() < wait_until:
                 if not sock.poll(max(1, int((wait_until - time.monotonic()) * 1000))):
@@ -154,10 +217,13 @@ def _request(endpoint: str, header: dict[str, Any], timeout_s: float, resend_s: 
         ctx.term()
 
 
-def send_estop(endpoint: str = DEFAULT_ENDPOINT, reason: str = "", timeout_s: float = 2.0) -> dict[str, Any]:
-    """Send an e-stop (re-sent every 0.25 s until acknowledged); returns the ``estopped`` header."""
-    return _request(endpoint, {"type": ESTOP, "reason": reason}, timeout_s)
+def send_estop(
+    endpoint: str = DEFAULT_ENDPOINT, reason: str = "", timeout_s: float = 2.0, curve: CurveClient | None = None
+) -> dict[str, Any]:
+    """Send an e-stop (re-sent every 0.25 s until acknowledged); returns the ``estopped`` header.
+    ``curve``: (own key pair, the robot's public key) for a CURVE control socket (:func:`estop_keys`)."""
+    return _request(endpoint, {"type": ESTOP, "reason": reason}, timeout_s, curve=curve)
 
 
-def query_status(endpoint: str = DEFAULT_ENDPOINT, timeout_s: float = 2.0) -> dict[str, Any]:
-    return _request(endpoint, {"type": STATUS}, timeout_s)
+def query_status(endpoint: str = DEFAULT_ENDPOINT, timeout_s: float = 2.0, curve: CurveClient | None = None) -> dict[str, Any]:
+    return _request(endpoint, {"type": STATUS}, timeout_s, curve=curve)

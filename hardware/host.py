@@ -25,7 +25,17 @@ checks, safety layer, sockets, loop), ``run()`` (the episodes), ``write_report()
 ``--server``, ``--mode``, ``--rate``, ``--trigger``, ``--n_execute``, ``--estimator``,
 ``--max_chunk_age_s``, ``--request_timeout_s``, ``--connect_timeout_s``, ``--client_name``,
 ``--curve_keys``, ``--curve_name``, ``--max_steps``, ``--duration_s``, ``--dry_run``,
-``--watchdog.*``, ``--estop``, ``--telemetry``, ``--metrics_every_s``, ``--report``, ``--records``.
+``--watchdog.*``, ``--estop``, ``--telemetry``, ``--trusted_network``, ``--metrics_every_s``, ``--report``,
+``--records``.
+
+**Who may reach the host's sockets** (``--estop``: e-stop and status; ``--telemetry``): the policy
+server's rule. Loopback (the defaults) binds as it is. An endpoint beyond loopback is refused (exit 2,
+one line, nothing bound) unless ``--curve_keys DIR`` is given, and then the socket is a CURVE server with
+the robot's key pair (``DIR/<curve_name>.key_secret``, the one it uses towards the policy server)
+admitting only the public keys in ``DIR/authorized_clients/`` (``policy-steer estop --curve_keys DIR
+--curve_name operator --robot_key <curve_name>``), or unless ``--trusted_network true``: no encryption,
+anyone on the network can stop the arm, query its status and read its telemetry (a warning). Each
+socket's mode is logged and printed on the "connected" line.
 
 **--dry_run** (both commands, one meaning): everything runs (connection, chunks, the safety layer's
 checks, records, telemetry) but no command reaches the driver: a real arm is only observed (it stays
@@ -95,7 +105,7 @@ class HostOptions:
     request_timeout_s: float | None = None  # deadline of one chunk request (None: 2 s on the wall clock, 60 s on the virtual)
     connect_timeout_s: float = 30.0  # wait this long for the server's welcome (and an episode's answer)
     client_name: str = "policy-steer-robot"  # the name sent in hello (server logs) and in every telemetry header
-    curve_keys: str | None = None  # folder of CURVE keys (policy-steer keys): server.key and <curve_name>.key_secret
+    curve_keys: str | None = None  # folder of CURVE keys (policy-steer keys): server.key, <curve_name>.key_secret; for --estop/--telemetry beyond loopback also authorized_clients/
     curve_name: str = "client"  # which key pair of --curve_keys is this robot's
     max_steps: int | None = None  # control steps per episode (None: a simulated task's episode length; an arm: until stopped)
     duration_s: float | None = None  # end the run (the arm holds) after this many wall-clock seconds (None: no limit)
@@ -103,6 +113,7 @@ class HostOptions:
     watchdog: WatchdogConfig = field(default_factory=WatchdogConfig)  # hold and stop when chunks stop coming
     estop: str = DEFAULT_ENDPOINT  # bind the e-stop control socket here (policy-steer estop; '' for none)
     telemetry: str | None = None  # bind the robot's telemetry PUB socket here (actions, events), e.g. tcp://127.0.0.1:5557
+    trusted_network: bool = False  # allow --estop/--telemetry beyond loopback without --curve_keys (unencrypted: anyone there can stop the arm and read its telemetry)
     metrics_every_s: float = 1.0  # period of the safety_metrics telemetry event (0: only at the end)
     report: str | None = None  # write the JSON report (episodes, safety figures) to this file
     records: bool = False  # also write every step and every chunk request into the report
@@ -120,6 +131,11 @@ class HostOptions:
             raise ConfigError(f"--connect_timeout_s must be > 0, got {self.connect_timeout_s}")
         if self.duration_s is not None and not self.duration_s > 0:
             raise ConfigError(f"--duration_s must be > 0, got {self.duration_s}")
+        from policy_steer.transport.robot_telemetry import robot_bind_mode
+
+        for what, endpoint in (("--estop", self.estop), ("--telemetry", self.telemetry)):
+            if endpoint:  # refused here, before anything connects or binds (the sockets check again)
+                robot_bind_mode(endpoint, what, self.curve_keys, self.trusted_network)
 
 
 @dataclass
@@ -238,7 +254,12 @@ class RobotHost:
         from policy_steer.transport.client import ClientConfig, PolicyClient
         from policy_steer.transport.errors import TransportError
 
+        from policy_steer.transport.robot_telemetry import robot_bind_mode
+
         cfg = self.cfg
+        for what, endpoint in (("--estop", cfg.estop), ("--telemetry", cfg.telemetry)):
+            if endpoint:  # the config checked them too; a config changed since must not open a socket unguarded
+                robot_bind_mode(endpoint, what, cfg.curve_keys, cfg.trusted_network)
         if isinstance(cfg, RobotConfig) and cfg.scene:
             self.scene_context = load_scene_file(cfg.scene)  # a bad file fails before anything connects
         if self.arm is None:
@@ -282,7 +303,8 @@ class RobotHost:
         if cfg.telemetry:
             from policy_steer.transport.robot_telemetry import RobotTelemetry
 
-            self.telemetry = RobotTelemetry(cfg.telemetry, robot=cfg.client_name)
+            self.telemetry = RobotTelemetry(cfg.telemetry, robot=cfg.client_name, curve_keys=cfg.curve_keys,
+                                            curve_name=cfg.curve_name, trusted_network=cfg.trusted_network)
             self.telemetry.session = self.welcome.session
         client = self.client
         dynamic = self.provider.dynamic_scene if self.provider is not None else None
@@ -292,7 +314,8 @@ class RobotHost:
             use_watchdog=not virtual, context=self._episode_context, dynamic_scene=dynamic,
         )
         if cfg.estop:
-            self.estop = EstopServer(cfg.estop, self.safety.estop, self.safety.status)
+            self.estop = EstopServer(cfg.estop, self.safety.estop, self.safety.status, curve_keys=cfg.curve_keys,
+                                     curve_name=cfg.curve_name, trusted_network=cfg.trusted_network)
         from policy_steer.runtime.chunk_source import ClientChunkSource
 
         source = self.safety.guard(ClientChunkSource(self.client, timeout_s=timeout))
@@ -315,8 +338,8 @@ class RobotHost:
             + (f" (latency {cfg.latency} steps)" if virtual else "")
             + (f"; simulated time runs {self.hz / arm.control_hz:g}x the wall clock"
                if self.sim and not virtual and abs(self.hz - arm.control_hz) > 1e-9 else "")
-            + (f"; telemetry on {self.telemetry.endpoint}" if self.telemetry else "")
-            + (f"; e-stop on {self.estop.endpoint}" if self.estop else "")
+            + (f"; telemetry on {self.telemetry.endpoint} ({self.telemetry.mode_line})" if self.telemetry else "")
+            + (f"; e-stop on {self.estop.endpoint} ({self.estop.mode_line})" if self.estop else "")
             + ("; DRY RUN (no command reaches the driver)" if cfg.dry_run else "")
         )
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job: a short steering benchmark of the shipped reference policies on `nominal` and the shift
 # variants, unsteered against VLS guidance and TACO selection, on the same seeds. Prints the table and
-# writes results/main/{results.json,results.md,*.png}.
+# writes results/main/{episodes.jsonl,results.json,results.md,*.png}, replacing an earlier run there
+# (bench itself refuses a folder with results unless --overwrite or --resume is given).
 #
 #   EPISODES=100 ./scripts/main.sh          # more episodes per cell (default 10: a few minutes here)
 #   ./scripts/main.sh --task pick-place     # extra arguments go to `policy-steer bench`
@@ -15,5 +16,5 @@ exec .venv/bin/policy-steer bench \
     --steer none,vls,taco \
     --episodes "${EPISODES:-10}" \
     --workers "${WORKERS:-2}" \
-    --out results/main \
+    --out results/main --overwrite true \
     "$@"

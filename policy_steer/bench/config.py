@@ -12,13 +12,16 @@ class BenchConfig:
     task: StrList = field(default_factory=lambda: StrList(["push"]))  # tasks: reach, push, pick-place, lift
     variant: StrList = field(default_factory=lambda: StrList(["nominal"]))  # variants; "all": every variant
     policy: StrList = field(default_factory=StrList)  # checkpoint folders or hub ids (empty: checkpoints/<task>-diffusion)
+    trust_checkpoint: bool = False  # load --policy even where it names code to run (see policies/checkpoint_safety.py)
     steer: StrList = field(default_factory=lambda: StrList(["none"]))  # steering: none, taco, vls, rtc, taco+vls, ...
     mode: StrList = field(default_factory=lambda: StrList(["sync"]))  # execution modes: sync, async, vlash
     latency: StrList = field(default_factory=lambda: StrList(["0"]))  # control steps: N, uniform:LO-HI, replay:FILE
     episodes: int = 100  # seeded episodes per cell
     seed_start: int = 0  # episode i of a cell uses seed seed_start + i
     workers: int = 2  # worker processes running cells
-    out: str = "results"  # folder for results.json, results.md and the plots
+    out: str = "results"  # folder for episodes.jsonl (a record per episode), results.json, results.md and the plots
+    resume: bool = False  # --out holds an interrupted run: finish it (same configuration; finished episodes are skipped)
+    overwrite: bool = False  # --out holds results: replace them (without --resume or --overwrite such a folder is refused)
     # runtime
     trigger: int | None = None  # re-plan when at most this many actions remain (None: the delay estimate)
     n_execute: int | None = None  # actions executed per chunk (None: the policy's n_action_steps)

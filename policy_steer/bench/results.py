@@ -1,9 +1,14 @@
-"""From episode summaries to ``runs`` entries, results.json and results.md."""
+"""From episode summaries to ``runs`` entries, results.json and results.md.
+
+``policy-steer bench`` builds the summaries from its per-episode records
+(:func:`policy_steer.bench.records.summary_of`), so everything here reads only what a record holds.
+"""
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from collections import Counter
 from pathlib import Path
@@ -226,10 +231,17 @@ def write_results(out: Path, runs: list[dict[str, Any]], meta: dict[str, Any]) -
     out.mkdir(parents=True, exist_ok=True)
     compare_to_unsteered(runs)
     json_path, md_path = out / "results.json", out / "results.md"
-    json_path.write_text(json.dumps({"meta": meta, "runs": runs}, indent=2, default=_jsonable) + "\n")
     md = f"# policy-steer benchmark\n\n{meta.get('command', '')}\n\n" + markdown_table(runs)
-    md_path.write_text(md)
+    _replace(json_path, json.dumps({"meta": meta, "runs": runs}, indent=2, default=_jsonable) + "\n")
+    _replace(md_path, md)
     return json_path, md_path
+
+
+def _replace(path: Path, text: str) -> None:
+    """Write ``path`` whole or not at all (a kill during the write leaves the previous file)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def merge_benchmarks(paths: list[Path], out: Path | None = None) -> tuple[list[dict[str, Any]], list[str]]:

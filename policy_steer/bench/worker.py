@@ -7,6 +7,7 @@ steering setting) between jobs, so a cell's policy is loaded once per worker, no
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 from policy_steer.bench.cells import Cell
@@ -47,7 +48,7 @@ def steered_policy(cell: Cell, sampler_method: str = "auto", num_steps: int | No
 
     if cell.policy_key not in _POLICIES:
         if cell.policy not in _BASE:
-            _BASE[cell.policy] = load_policy(cell.policy)
+            _BASE[cell.policy] = load_policy(cell.policy, trust_checkpoint=bool(_CONFIG.get("trust_checkpoint", False)))
         base = _BASE[cell.policy]
         setup = build_steering(base, cell.steer, cell.settings_dict)
         sampler = setup.sampler or SamplerConfig(method=sampler_method, num_steps=num_steps)
@@ -56,20 +57,20 @@ def steered_policy(cell: Cell, sampler_method: str = "auto", num_steps: int | No
 
 
 def run_job(job: tuple[int, Cell, int]) -> tuple[int, dict[str, Any]]:
-    """(cell index, cell, seed) -> (cell index, episode summary)."""
+    """(cell index, cell, seed) -> (cell index, the episode's record: :mod:`policy_steer.bench.records`)."""
+    from policy_steer.bench.records import episode_record
     from policy_steer.runtime.sim_loop import RuntimeConfig, run_episode
 
     idx, cell, seed = job
+    t0 = time.perf_counter()
     opts = _CONFIG
     rt = RuntimeConfig(
         mode=cell.mode, latency=cell.latency, trigger=opts.get("trigger"), n_execute=opts.get("n_execute"),
         estimator=opts.get("estimator", "auto"), quantize=opts.get("quantize", 1),
     )
     policy = steered_policy(cell, opts.get("sampler_method", "auto"), opts.get("num_steps"))
-    result = run_episode(_env(cell, policy.spec), policy, rt, seed)
-    summary = result.summary()
-    summary["steer_info"] = _steer_figures(result)
-    return idx, summary
+    result = run_episode(_env(cell, policy.spec), policy, rt, seed, record_steps=True)  # steps: the actions' hash
+    return idx, episode_record(idx, cell, seed, result, _steer_figures(result), time.perf_counter() - t0)
 
 
 def _steer_figures(result) -> dict[str, Any]:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import importlib
 import logging
+import signal
 import sys
+import threading
 
 from policy_steer.config import parse_config
 from policy_steer.errors import PolicySteerError
@@ -50,8 +52,18 @@ def _resolve(argv: list[str]) -> tuple[str, list[str]]:
     raise PolicySteerError(f"unknown command {' '.join(argv[:2])!r}; run 'policy-steer --help' for the list")
 
 
+# Commands whose docstring promises exit 0 on SIGTERM/SIGINT, also before they install their own handlers.
+_SIGNAL_EXIT_0 = ("serve", "robot", "sim-robot")
+
+
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM during start-up (imports, loading) ends like Ctrl-C, not by a bare kill
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)  # until the command installs its own
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(_usage())
         return 0
@@ -73,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         print("policy-steer: interrupted", file=sys.stderr)
-        return 130
+        return 0 if argv and argv[0] in _SIGNAL_EXIT_0 else 130
 
 
 if __name__ == "__main__":

@@ -12,6 +12,14 @@ absolute path whose last component is a folder inside the checkpoint is taken to
 so a self-contained checkpoint (:func:`policy_steer.policies.tiny_backbones.make_self_contained`) loads
 from any working directory. A ``tiny_pi_backbone.json`` beside a pi0 / pi05 checkpoint builds the
 model with those sizes (:func:`policy_steer.policies.tiny_backbones.tiny_pi_backbone`).
+
+A checkpoint is untrusted input (a hub id is downloaded first and checked the same way): before
+lerobot reads it, :func:`policy_steer.policies.checkpoint_safety.check_checkpoint` refuses processor
+steps that are not registered step names or classes (lerobot would import and instantiate them),
+policy types without an adapter, pickle-format files, ``auto_map`` and paths that leave the folder; while
+lerobot and transformers load, :func:`~policy_steer.policies.checkpoint_safety.loading_guard` refuses
+unregistered steps, remote code and non-safetensors weights. ``trust_checkpoint=True`` (the CLI's
+``--trust_checkpoint true``) lifts both, with a WARNING that names the folder and what was let through.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from typing import Any, Callable
 
 from policy_steer.errors import CheckpointError
 from policy_steer.policies.base import DenoisingPolicy
+from policy_steer.policies.checkpoint_safety import POLICY_TYPES, StepRule, check_checkpoint, local_folder, loading_guard
 
 log = logging.getLogger(__name__)
 
@@ -69,39 +78,53 @@ def _adapter_for(policy_type: str) -> Callable[..., DenoisingPolicy]:
         from policy_steer.policies.multi_task_dit import MultiTaskDiTAdapter
 
         return MultiTaskDiTAdapter
-    raise CheckpointError(
-        f"policy type {policy_type!r} is not supported (diffusion, pi0, pi05, smolvla, multi_task_dit)"
-    )
+    raise CheckpointError(f"policy type {policy_type!r} is not supported ({', '.join(POLICY_TYPES)})")
 
 
 def resolve_checkpoint(path_or_repo_id: str | Path) -> Path:
-    """A local folder as is; otherwise a hub id downloaded with huggingface_hub (honours HF_HUB_OFFLINE)."""
+    """A local folder as is; otherwise a hub id downloaded with huggingface_hub (honours HF_HUB_OFFLINE).
+
+    Either way the folder must hold the files of a lerobot checkpoint. What is in them is checked by
+    :func:`load_policy` (:func:`policy_steer.policies.checkpoint_safety.check_checkpoint`).
+    """
     p = Path(path_or_repo_id)
     if p.exists():
         if not p.is_dir():
             raise CheckpointError(f"{p} is a file; a lerobot checkpoint is a folder")
-        missing = [f for f in REQUIRED_FILES if not (p / f).is_file()]
-        if missing:
-            raise CheckpointError(f"{p} is not a lerobot checkpoint: missing {', '.join(missing)}")
-        return p
+        return _require_files(p)
     if str(path_or_repo_id).startswith((".", "/")) or str(path_or_repo_id).count("/") != 1:
         raise CheckpointError(f"checkpoint folder not found: {path_or_repo_id}")
     try:
         from huggingface_hub import snapshot_download
 
-        return Path(snapshot_download(repo_id=str(path_or_repo_id)))
+        folder = Path(snapshot_download(repo_id=str(path_or_repo_id)))
     except Exception as e:  # offline, unknown repo, no network: one clear line
         raise CheckpointError(f"cannot fetch {path_or_repo_id!r} from the hub: {type(e).__name__}: {e}") from e
+    return _require_files(folder, str(path_or_repo_id))
 
 
-def load_policy(path_or_repo_id: str | Path, device: str = "cpu", control_hz: float | None = None) -> DenoisingPolicy:
-    """lerobot checkpoint -> DenoisingPolicy adapter, with its processors loaded from the same place."""
+def _require_files(folder: Path, name: str | None = None) -> Path:
+    missing = [f for f in REQUIRED_FILES if not (folder / f).is_file()]
+    if missing:
+        raise CheckpointError(f"{name or folder} is not a lerobot checkpoint: missing {', '.join(missing)}")
+    return folder
+
+
+def load_policy(path_or_repo_id: str | Path, device: str = "cpu", control_hz: float | None = None,
+                trust_checkpoint: bool = False) -> DenoisingPolicy:
+    """lerobot checkpoint -> DenoisingPolicy adapter, with its processors loaded from the same place.
+
+    ``trust_checkpoint``: load what the folder names even where it would run code (see the module
+    docstring); off by default, and a WARNING names the folder when it is on.
+    """
     folder = resolve_checkpoint(path_or_repo_id)
+    rule = StepRule()
+    check_checkpoint(folder, trust_checkpoint, rule)  # before lerobot reads anything in it
     try:
         config = json.loads((folder / "config.json").read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{folder}/config.json is not readable JSON: {e}") from e
-    policy_type = config.get("type")
+    policy_type = config.get("type") if isinstance(config, dict) else None
     if not policy_type:
         raise CheckpointError(f"{folder}/config.json has no policy 'type'")
     make_adapter = _adapter_for(policy_type)
@@ -111,15 +134,20 @@ def load_policy(path_or_repo_id: str | Path, device: str = "cpu", control_hz: fl
     from lerobot.policies.factory import get_policy_class, make_pre_post_processors
 
     try:
-        cfg = PreTrainedConfig.from_pretrained(folder)
-        cfg.device = device
-        _resolve_local_backbones(cfg, folder)
-        with _backbone_context(policy_type, folder):
-            policy = get_policy_class(policy_type).from_pretrained(folder, config=cfg)
-            policy.to(device)
-            pre, post = make_pre_post_processors(
-                cfg, pretrained_path=str(folder), preprocessor_overrides=_tokenizer_overrides(folder)
-            )
+        with loading_guard(folder, trust_checkpoint, rule):
+            cfg = PreTrainedConfig.from_pretrained(folder)
+            cfg.device = device
+            _resolve_local_backbones(cfg, folder)
+            if not trust_checkpoint and getattr(cfg, "pretrained_backbone_weights", None):
+                # DiffusionPolicy's ResNet would download torchvision's ImageNet weights and torch.load them
+                # (full pickle), only for model.safetensors to replace them: build it without them.
+                cfg.pretrained_backbone_weights = None
+            with _backbone_context(policy_type, folder):
+                policy = get_policy_class(policy_type).from_pretrained(folder, config=cfg)
+                policy.to(device)
+                pre, post = make_pre_post_processors(
+                    cfg, pretrained_path=str(folder), preprocessor_overrides=_tokenizer_overrides(folder)
+                )
     except CheckpointError:
         raise
     except Exception as e:
@@ -132,18 +160,7 @@ def load_policy(path_or_repo_id: str | Path, device: str = "cpu", control_hz: fl
     return adapter
 
 
-def _local_folder(folder: Path, name: object) -> Path | None:
-    """The folder inside the checkpoint that ``name`` stands for, if any.
-
-    A relative path is taken relative to the checkpoint; an absolute path (a training machine's
-    folder) stands for the checkpoint's folder of the same name when the checkpoint carries one.
-    Hub ids that happen not to be folders inside the checkpoint are left alone.
-    """
-    if not isinstance(name, str) or not name:
-        return None
-    p = Path(name)
-    candidate = (folder / p.name) if p.is_absolute() else (folder / p)
-    return candidate.resolve() if candidate.is_dir() else None
+_local_folder = local_folder  # the folder inside the checkpoint a backbone / tokenizer name stands for
 
 
 def _resolve_local_backbones(cfg, folder: Path) -> None:

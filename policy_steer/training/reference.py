@@ -12,6 +12,7 @@ how it was trained). Nothing touches the hub.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -42,6 +43,7 @@ class Config:
     # Fine-tune instead of training from scratch: start from this lerobot checkpoint's weights, config and
     # normalisation (lerobot's pretrained_path); the family, lr and architecture come from it.
     init_from: str | None = None
+    trust_checkpoint: bool = False  # load --init_from even where it names code to run (see policies/checkpoint_safety.py)
     overwrite: bool = False  # replace an existing checkpoint folder
     work_dir: str = "outputs/train"  # lerobot's run folders (logs, intermediate checkpoints)
     num_workers: int = 0  # dataloader workers (0: in the training process)
@@ -116,7 +118,7 @@ def train_reference(cfg: Config, dataset: Path | None = None) -> Path:
         raise DatasetError(f"{dataset} holds demonstrations of {sorted(instructions)}, not of {cfg.task!r} ({task.get('instruction')!r})")
 
     if cfg.init_from:
-        policy_cfg = fine_tune_config(Path(cfg.init_from), meta.features, lr=cfg.lr)
+        policy_cfg = fine_tune_config(Path(cfg.init_from), meta.features, lr=cfg.lr, trust_checkpoint=cfg.trust_checkpoint)
     else:
         policy_cfg = policy_config(cfg.family, meta.features, lr=cfg.lr, camera=cfg.camera)
     run_dir = Path(cfg.work_dir) / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -136,7 +138,10 @@ def train_reference(cfg: Config, dataset: Path | None = None) -> Path:
     )
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     t0 = time.perf_counter()
-    with cached_columns():  # same samples, without lerobot's per-sample schema copies (see column_cache.py)
+    from policy_steer.policies.checkpoint_safety import loading_guard
+
+    guard = loading_guard(cfg.init_from, cfg.trust_checkpoint) if cfg.init_from else contextlib.nullcontext()
+    with guard, cached_columns():  # same samples, without lerobot's per-sample schema copies (see column_cache.py)
         train(train_cfg)
     train_s = time.perf_counter() - t0
     final = run_dir / "checkpoints" / "last" / "pretrained_model"
@@ -188,7 +193,7 @@ def train_reference(cfg: Config, dataset: Path | None = None) -> Path:
     return out
 
 
-def fine_tune_config(folder: Path, dataset_features: dict, lr: float | None = None):
+def fine_tune_config(folder: Path, dataset_features: dict, lr: float | None = None, trust_checkpoint: bool = False):
     """The lerobot config of the checkpoint in ``folder``, set to start training from its weights.
 
     lerobot's training then loads the weights (``pretrained_path``) and the checkpoint's processors,
@@ -197,8 +202,11 @@ def fine_tune_config(folder: Path, dataset_features: dict, lr: float | None = No
     """
     from lerobot.configs.policies import PreTrainedConfig
 
+    from policy_steer.policies.checkpoint_safety import check_checkpoint
+
     if not (folder / "config.json").is_file():
         raise ConfigError(f"--init_from {folder}: no lerobot checkpoint there (config.json missing)")
+    check_checkpoint(folder, trust_checkpoint)  # lerobot's training loads its weights and processors
     policy_cfg = PreTrainedConfig.from_pretrained(folder)
     for key, feature in {**policy_cfg.input_features, **policy_cfg.output_features}.items():
         if key not in dataset_features:

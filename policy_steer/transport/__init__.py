@@ -14,6 +14,7 @@ from policy_steer.transport.errors import (
     TransportError,
 )
 from policy_steer.transport.inference import BatchItem, BatchPolicy, ServedPolicy
+from policy_steer.transport.limits import ServerLimits
 from policy_steer.transport.messages import PROTOCOL_VERSION
 from policy_steer.transport.server import PolicyServer, ServerConfig
 from policy_steer.transport.telemetry import TelemetryPublisher, TelemetrySubscriber
@@ -33,6 +34,7 @@ __all__ = [
     "RequestTimeout",
     "ServedPolicy",
     "ServerConfig",
+    "ServerLimits",
     "SpecChanged",
     "TelemetryPublisher",
     "TelemetrySubscriber",

@@ -6,19 +6,32 @@
 
 The server speaks protocol v2 (``docs/protocol.md``). Without ``--curve_keys`` it binds loopback only
 unless ``--trusted_network true``.
-SIGINT and SIGTERM stop it cleanly (exit code 0).
+
+Costs a client may choose are bounded by ``--max_candidates``, ``--max_particles``,
+``--max_num_steps`` and ``--max_chunk_s`` (announced in ``welcome.limits``); a client's
+``verifier_path`` must lie under ``--verifier_roots`` (default: the policy's own folder) and its
+``reward_backend`` be one of ``--reward_backends``.
+
+SIGINT and SIGTERM stop it cleanly at any moment, loading included: exit code 0, within about 2 s
+(``stop_timeout_s``), a chunk in flight abandoned if it does not finish in time.
 """
 
 from __future__ import annotations
 
+import gc
 import logging
+import os
 import signal
+import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from policy_steer.config import StrList
 from policy_steer.errors import ConfigError
 from policy_steer.transport.inference import ServedPolicy
+from policy_steer.transport.limits import DEFAULT_REWARD_BACKENDS, ServerLimits, limits_from_options
 from policy_steer.transport.server import PolicyServer, ServerConfig
 
 log = logging.getLogger(__name__)
@@ -27,6 +40,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class ServeConfig:
     policy: str = ""  # lerobot checkpoint folder or hub id
+    trust_checkpoint: bool = False  # load --policy even where it names code to run (see policies/checkpoint_safety.py)
     bind: str = "tcp://127.0.0.1:5555"  # ROUTER endpoint; tcp://127.0.0.1:* picks a free port
     telemetry: str | None = None  # PUB endpoint, e.g. tcp://127.0.0.1:5556
     steer: str = "none"  # steering method: none, taco, vls, rtc, or a+b
@@ -40,6 +54,13 @@ class ServeConfig:
     max_sessions: int = 64  # hellos beyond this are answered `busy`
     telemetry_hwm: int = 100  # telemetry messages queued per subscriber before they are dropped
     max_batch: int = 1  # >1: batch observes of several sessions (a BatchPolicy only; SteeredPolicy: warned, ignored)
+    # Limits on the costs a client may choose with `configure` (announced in welcome.limits; over them: over_limit).
+    max_candidates: int = 64  # TACO candidates per observe
+    max_particles: int = 32  # VLS particles per observe
+    max_num_steps: int = 100  # denoising steps, where the steering settings take num_steps
+    max_chunk_s: float = 1.0  # a chunk over this many seconds: the session's next observe is refused until it reconfigures
+    verifier_roots: StrList = field(default_factory=StrList)  # folders a client's verifier_path may point under (empty: the policy's folder)
+    reward_backends: StrList = field(default_factory=lambda: StrList(DEFAULT_REWARD_BACKENDS))  # VLS reward backends a client may choose
 
 
 def build_served_policy(cfg: ServeConfig) -> ServedPolicy:
@@ -52,12 +73,31 @@ def build_served_policy(cfg: ServeConfig) -> ServedPolicy:
 
     if not cfg.policy:
         raise ConfigError("--policy is required (a lerobot checkpoint folder or hub id)")
-    base = load_policy(cfg.policy, device=cfg.device)
+    base = load_policy(cfg.policy, device=cfg.device, trust_checkpoint=cfg.trust_checkpoint)
     return SteeredPolicy.from_method(base, cfg.steer, dict(cfg.steer_settings), seed=cfg.seed)
 
 
-def server_config(cfg: ServeConfig) -> ServerConfig:
+def policy_folder(policy: ServedPolicy) -> str | None:
+    """The folder the served policy was loaded from (the default verifier root), if it says."""
+    base = getattr(policy, "policy", policy)
+    path = getattr(base, "path", None)
+    return None if path is None else str(path)
+
+
+def serve_limits(cfg: ServeConfig, policy: ServedPolicy | None = None) -> ServerLimits:
+    """The limits of ``cfg`` (ConfigError when the server's own ``--steer_settings`` break them)."""
+    roots = list(cfg.verifier_roots)
+    if not roots and policy is not None and policy_folder(policy) is not None:
+        roots = [policy_folder(policy)]
+    return limits_from_options(
+        cfg.max_candidates, cfg.max_particles, cfg.max_num_steps, cfg.max_chunk_s, roots, cfg.reward_backends,
+        default_steer=cfg.steer_settings,
+    )
+
+
+def server_config(cfg: ServeConfig, policy: ServedPolicy | None = None) -> ServerConfig:
     return ServerConfig(
+        limits=serve_limits(cfg, policy),
         bind=cfg.bind,
         telemetry=cfg.telemetry,
         telemetry_hwm=cfg.telemetry_hwm,
@@ -69,35 +109,116 @@ def server_config(cfg: ServeConfig) -> ServerConfig:
     )
 
 
-def serve_until_signal(server: PolicyServer) -> None:
-    """Run ``server`` until SIGINT or SIGTERM, then stop it."""
-    stop = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+class Interrupted(BaseException):
+    """SIGINT/SIGTERM before the server started (while a model loads)."""
+
+
+class StopSignals:
+    """SIGINT and SIGTERM set ``stop``; before :meth:`serving` they also raise :class:`Interrupted` in the
+    main thread, so a signal during a long model load stops the process at once. A context manager that
+    puts the previous handlers back."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self._raise = True
+        self._previous: dict[int, Any] = {}
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        self.stop.set()
+        if self._raise:
+            self._raise = False
+            raise Interrupted(signum)
+
+    def serving(self) -> None:
+        self._raise = False
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {sig: signal.signal(sig, self._handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc: Any) -> bool:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        return False
+
+
+def _exit_now(code: int) -> None:
+    """Leave without finalizing the interpreter. The last resort of a stop: the inference thread is still
+    inside one call of the policy (a single torch operation longer than the stop's time, or native code
+    that never returns to Python, so it could not be abandoned), and CPython 3.12 would end that daemon
+    thread during finalization with ``pthread_exit``, whose forced unwind through libtorch's ``noexcept``
+    frames aborts the process (exit 134). The sockets are already closed and the context terminated;
+    the chunk's reply could not be delivered anyway. Logs and standard streams are flushed first."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # a closed pipe: nothing more to say
+            pass
+    os._exit(code)
+
+
+def _announce(server: PolicyServer) -> str:
+    return f"policy-steer serve: ready on {server.endpoint}" + (
+        f", telemetry on {server.telemetry_endpoint}" if server.telemetry_endpoint else ""
+    )
+
+
+def serve_until_signal(
+    server: PolicyServer,
+    signals: StopSignals | None = None,
+    announce: Callable[[PolicyServer], str] = _announce,
+) -> bool:
+    """Run ``server`` until SIGINT or SIGTERM, then stop it (within its ``stop_timeout_s``).
+
+    Returns True when every thread ended. If the inference thread could not be stopped (see
+    :func:`_exit_now`), the process exits 0 here instead of returning: this is a process's main loop.
+    """
+    from policy_steer.transport.memory import return_large_buffers
+
+    own = signals is None
+    signals = signals or StopSignals()
+    if own:
+        signals.__enter__()
+    return_large_buffers()  # freed multi-megabyte frames go back to the system (transport/memory.py)
     try:
+        signals.serving()
         server.start()
-        print(
-            f"policy-steer serve: ready on {server.endpoint}"
-            + (f", telemetry on {server.telemetry_endpoint}" if server.telemetry_endpoint else ""),
-            flush=True,
-        )
-        while not stop.wait(0.2):
+        print(announce(server), flush=True)
+        while not signals.stop.wait(0.2):
             pass
         log.info("stopping (signal)")
     finally:
-        server.stop()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        clean = server.stop()
+        if own:
+            signals.__exit__(None, None, None)
+    if not clean:
+        _exit_now(0)
+    return clean
 
 
 def run_serve(cfg: ServeConfig) -> int:
-    # Check the bind before loading a model that may take minutes.
+    # Check the bind and the limits before loading a model that may take minutes.
     from policy_steer.transport.security import check_bind
 
     check_bind(cfg.bind, cfg.curve_keys is not None, cfg.trusted_network)
     if cfg.telemetry:
         check_bind(cfg.telemetry, cfg.curve_keys is not None, cfg.trusted_network)
-    policy = build_served_policy(cfg)
-    serve_until_signal(PolicyServer(policy, server_config(cfg)))
+    serve_limits(cfg)
+    with StopSignals() as signals:
+        try:
+            policy = build_served_policy(cfg)
+            server = PolicyServer(policy, server_config(cfg, policy))
+            signals.serving()  # from here a signal only sets the stop event
+        except Interrupted:
+            log.info("stopped by a signal before serving")
+        else:
+            if not signals.stop.is_set():
+                serve_until_signal(server, signals)
+    # Every thread has ended and the process exits next: spare the interpreter's final garbage collections
+    # the walk over every object of the imported libraries (about 1.5 s with lerobot loaded, 0.2 s without).
+    gc.freeze()
     return 0
 
 

@@ -164,6 +164,13 @@ class Welcome:
             raise TransportError(f"the server's welcome is malformed: {type(e).__name__}: {e}") from None
         return cls(session=h["session"], spec=spec, action_shape=shape, server=h["server"], raw=h)
 
+    @property
+    def limits(self) -> dict[str, Any]:
+        """The server's limits on costs a ``configure`` may ask for (``welcome.limits``: ``candidates``,
+        ``particles``, ``num_steps``, ``chunk_s``, ``reward_backends``); ``{}`` from a server that sends none."""
+        limits = self.raw.get("limits")
+        return dict(limits) if isinstance(limits, dict) else {}
+
     def same_policy(self, other: Welcome) -> bool:
         keys = ("policy", "observation", "action")
         return all(self.raw.get(k) == other.raw.get(k) for k in keys)

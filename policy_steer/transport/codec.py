@@ -42,6 +42,7 @@ from policy_steer.transport.messages import (
 ALLOWED_DTYPES = frozenset({"|b1", "|u1", "|i1", "<u2", "<i2", "<i4", "<i8", "<f2", "<f4", "<f8"})
 FLOAT_DTYPES = frozenset({"<f2", "<f4", "<f8"})
 _INT64 = (-(2**63), 2**63 - 1)
+_PEEK_BYTES = 64 * 1024  # how far into a rejected header peek_seq looks for its seq
 
 
 @dataclass(frozen=True)
@@ -94,10 +95,34 @@ def _check_strings(value: Any, limits: Limits, where: str, re: int | None, depth
         raise ProtocolError(BAD_HEADER, f"binary value at {where}: the header holds no raw bytes", re)
 
 
+def peek_seq(frame: Any) -> int | None:
+    """The header's ``seq`` read without building the header: for a header that breaks a limit or is
+    damaged after its ``seq``, so that its error still carries ``re``. Every other value is skipped
+    (msgpack's skip allocates nothing); None when no valid ``seq`` can be read."""
+    try:
+        head = memoryview(_buffer(frame))[:_PEEK_BYTES]  # no copy of a large frame: its first bytes only
+        unpacker = msgpack.Unpacker(
+            raw=False, max_buffer_size=_PEEK_BYTES, max_str_len=256, max_bin_len=0,
+            max_array_len=0, max_map_len=0, max_ext_len=0,
+        )
+        unpacker.feed(head)
+        for _ in range(min(unpacker.read_map_header(), 64)):  # seq is among the first keys of any sane header
+            key = unpacker.unpack()
+            if key == "seq":
+                seq = unpacker.unpack()
+                return seq if is_int(seq) and _INT64[0] <= seq <= _INT64[1] else None
+            unpacker.skip()
+    except Exception:  # not a map, truncated before the seq, a bad key: unreadable
+        return None
+    return None
+
+
 def _unpack_header(frame: Any, limits: Limits) -> dict[str, Any]:
     size = _frame_len(frame)
     if size > limits.max_header_bytes:
-        raise ProtocolError(TOO_LARGE, f"header frame is {size} bytes (limit {limits.max_header_bytes})")
+        raise ProtocolError(
+            TOO_LARGE, f"header frame is {size} bytes (limit {limits.max_header_bytes})", peek_seq(frame)
+        )
     try:
         header = msgpack.unpackb(
             _buffer(frame),
@@ -113,10 +138,14 @@ def _unpack_header(frame: Any, limits: Limits) -> dict[str, Any]:
         )
     except ValueError as e:
         if "exceeds max" in str(e):
-            raise ProtocolError(TOO_LARGE, f"header: {e}") from None
-        raise ProtocolError(BAD_HEADER, f"header frame is not msgpack: {type(e).__name__}: {e}") from None
+            raise ProtocolError(TOO_LARGE, f"header: {e}", peek_seq(frame)) from None
+        raise ProtocolError(
+            BAD_HEADER, f"header frame is not msgpack: {type(e).__name__}: {e}", peek_seq(frame)
+        ) from None
     except Exception as e:  # ExtraData, StackError, UnicodeDecodeError, FormatError, ...
-        raise ProtocolError(BAD_HEADER, f"header frame is not msgpack: {type(e).__name__}: {e}") from None
+        raise ProtocolError(
+            BAD_HEADER, f"header frame is not msgpack: {type(e).__name__}: {e}", peek_seq(frame)
+        ) from None
     if not isinstance(header, dict):
         raise ProtocolError(BAD_HEADER, f"header must be a msgpack map, got {type(header).__name__}")
     return header
@@ -162,6 +191,15 @@ def _array_specs(header: dict[str, Any], limits: Limits, re: int | None) -> list
             raise ProtocolError(
                 TOO_LARGE, f"{where}: declared arrays reach {total} bytes (limit {limits.max_message_bytes})", re
             )
+        # A zero-size array may declare any other dimension (0 bytes either way), but numpy cannot even
+        # describe [2**63-1, 0]: each array's non-zero dimensions must fit the message limit too.
+        if nbytes == 0 and math.prod(max(d, 1) for d in shape) > limits.max_message_bytes:
+            raise ProtocolError(
+                BAD_ARRAY,
+                f"{where}: shape {shape!r} holds no element, but its other dimensions reach "
+                f"{math.prod(max(d, 1) for d in shape)} (limit {limits.max_message_bytes})",
+                re,
+            )
         specs.append((name, dtype, tuple(shape), nbytes))
     return specs
 
@@ -195,7 +233,9 @@ def decode(
         raise ProtocolError(BAD_HEADER, "empty message: no header frame")
     total = sum(_frame_len(f) for f in frames)
     if total > limits.max_message_bytes + limits.max_header_bytes:
-        raise ProtocolError(TOO_LARGE, f"message is {total} bytes (limit {limits.max_message_bytes})")
+        raise ProtocolError(
+            TOO_LARGE, f"message is {total} bytes (limit {limits.max_message_bytes})", peek_seq(frames[0])
+        )
     header = _unpack_header(frames[0], limits)
     seq = header.get("seq")
     re = seq if is_int(seq) and _INT64[0] <= seq <= _INT64[1] else None
@@ -231,7 +271,10 @@ def decode(
             raise ProtocolError(
                 BAD_ARRAY, f"array {name!r}: frame has {got} bytes, {dtype} {list(shape)} needs {nbytes}", re
             )
-        arr = np.frombuffer(_buffer(frame), dtype=np.dtype(dtype)).reshape(shape)
+        try:
+            arr = np.frombuffer(_buffer(frame), dtype=np.dtype(dtype)).reshape(shape)
+        except ValueError as e:  # numpy cannot describe it (checked above; never an internal error)
+            raise ProtocolError(BAD_ARRAY, f"array {name!r}: {dtype} {list(shape)}: {e}", re) from None
         if dtype == "|b1" and arr.size and arr.view(np.uint8).max() > 1:
             raise ProtocolError(BAD_ARRAY, f"array {name!r}: |b1 bytes must be 0 or 1", re)
         arrays[name] = arr

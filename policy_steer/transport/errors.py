@@ -28,6 +28,8 @@ INTERNAL = "internal"
 # v2: the episode context and steering refusals.
 BAD_CONTEXT = "bad_context"  # a context that fails its schema (or holds a non-finite number)
 NO_EPISODE = "no_episode"  # a `context` update in a session where no episode has started
+# A cost above the operator's limit (candidates, particles, denoising steps, the chunk budget in seconds).
+OVER_LIMIT = "over_limit"
 # CONTEXT_REQUIRED, STEER_UNAVAILABLE, STEER_UNSUPPORTED, CONTEXT_MISMATCH: SteeringRefused.code, as is
 ERROR_CODES = (
     BAD_HEADER,
@@ -40,11 +42,12 @@ ERROR_CODES = (
     INTERNAL,
     BAD_CONTEXT,
     NO_EPISODE,
+    OVER_LIMIT,
     *REFUSAL_CODES,
 )
 __all__ = [
     "BAD_ARRAY", "BAD_CONTEXT", "BAD_HEADER", "BUSY", "CONTEXT_MISMATCH", "CONTEXT_REQUIRED", "ERROR_CODES",
-    "INTERNAL", "NO_EPISODE", "NO_SESSION", "REFUSAL_CODES", "STEER_UNAVAILABLE", "STEER_UNSUPPORTED",
+    "INTERNAL", "NO_EPISODE", "NO_SESSION", "OVER_LIMIT", "REFUSAL_CODES", "STEER_UNAVAILABLE", "STEER_UNSUPPORTED",
     "TOO_LARGE", "UNKNOWN_TYPE", "VERSION", "BusyError", "ClientClosed", "ProtocolError", "RemoteError",
     "RequestTimeout", "SpecChanged", "TransportError",
 ]

@@ -8,13 +8,17 @@ the task, the step, the episode context) so tests can check that the server deli
 Run a server with it (no torch import; starts in well under a second)::
 
     python -m policy_steer.transport.fixed_policy --bind tcp://127.0.0.1:5555 --state_dim 32 --cameras front:224x224
+
+A chunk's cost can be made to depend on the settings a client chooses, as a real policy's does:
+``--delay_per_candidate_s`` adds that much per ``candidates`` (or ``particles``) configured, and
+``--busy torch`` spends the delay in torch matrix products instead of sleeping (a thread inside torch,
+as a real policy's inference thread is; this imports torch).
 """
 
 from __future__ import annotations
 
-import signal
+import logging
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -94,8 +98,14 @@ class FixedChunkPolicy:
         echo: bool = False,
         fail_task: str | None = None,
         trained_task: str | None = None,
+        delay_per_candidate_s: float = 0.0,
+        busy: str = "sleep",
     ) -> None:
+        if busy not in ("sleep", "torch"):
+            raise ConfigError(f"--busy must be sleep or torch, got {busy!r}")
         self.spec = spec
+        self.delay_per_candidate_s = delay_per_candidate_s
+        self.busy = busy
         self.wants_prefix = False
         if actions is None:
             h, a = spec.horizon, spec.action_dim
@@ -125,16 +135,37 @@ class FixedChunkPolicy:
         prefix_committed: int | None = None,
     ) -> Chunk:
         self.calls += 1
-        if self.delay_s:
-            time.sleep(self.delay_s)
+        self._spend()
         return self._chunk(obs, prefix, start_step)
+
+    def _cost_s(self) -> float:
+        """The delay of one chunk under the settings in force."""
+        n = 0
+        for key in ("candidates", "particles"):
+            try:
+                n = max(n, int(self.steer.get(key) or 0))
+            except (TypeError, ValueError, OverflowError):
+                pass
+        return self.delay_s + self.delay_per_candidate_s * n
+
+    def _spend(self) -> None:
+        """Take the chunk's time: sleeping in short slices, or computing in torch (``busy``)."""
+        end = time.monotonic() + self._cost_s()
+        if self.busy == "torch":
+            import torch
+
+            x = torch.randn(256, 256)
+            while time.monotonic() < end:
+                x = torch.tanh(x @ x)  # each call releases the GIL for a few milliseconds
+            return
+        while (left := end - time.monotonic()) > 0:
+            time.sleep(min(left, 0.02))
 
     def predict_chunks(self, items: list[Any]) -> list[Chunk]:
         """The batched form (``BatchItem``s of several sessions): one delay for the whole batch."""
         self.calls += 1
         self.batches.append(len(items))
-        if self.delay_s:
-            time.sleep(self.delay_s)
+        self._spend()
         return [
             self._chunk(it.obs, it.prefix, it.start_step, new_episode=it.new_episode, context=it.context)
             for it in items
@@ -154,7 +185,7 @@ class FixedChunkPolicy:
         if self.fail_task is not None and obs.get(TASK) == self.fail_task:
             raise RuntimeError(f"fixed policy told to fail on task {self.fail_task!r}")
         step = int(obs.get(STEP, 0)) if start_step is None else int(start_step)
-        info: dict[str, Any] = {"latency_ms": self.delay_s * 1e3, "steer": {}, "strategies": {}}
+        info: dict[str, Any] = {"steer": {}, "strategies": {}}  # latency_ms: the server measures it
         if self.echo:
             info["echo"] = {
                 "step": int(obs.get(STEP, -1)),
@@ -226,6 +257,14 @@ class FixedServeConfig:
     session_timeout_s: float = 30.0
     max_sessions: int = 64
     max_batch: int = 1
+    delay_per_candidate_s: float = 0.0  # added to delay_s per configured candidate (or particle)
+    busy: str = "sleep"  # sleep | torch: how a chunk's delay is spent
+    # the server's limits (policy_steer/transport/limits.py)
+    max_candidates: int = 64
+    max_particles: int = 32
+    max_num_steps: int = 100
+    max_chunk_s: float = 1.0
+    verifier_roots: StrList = field(default_factory=StrList)
 
 
 def _parse_cameras(items: list[str]) -> dict[str, tuple[int, int]]:
@@ -239,37 +278,53 @@ def _parse_cameras(items: list[str]) -> dict[str, tuple[int, int]]:
 
 def main(argv: list[str] | None = None) -> int:
     from policy_steer.errors import PolicySteerError
+    from policy_steer.transport.cli import Interrupted, StopSignals, serve_until_signal
+    from policy_steer.transport.limits import ServerLimits
     from policy_steer.transport.server import PolicyServer, ServerConfig
 
-    try:
-        cfg = parse_config(FixedServeConfig, list(sys.argv[1:] if argv is None else argv))
-        spec = fixed_spec(cfg.state_dim, _parse_cameras(cfg.cameras), cfg.horizon, cfg.action_dim, cfg.control_hz)
-        policy = FixedChunkPolicy(
-            spec, delay_s=cfg.delay_s, echo=cfg.echo, fail_task=cfg.fail_task, trained_task=cfg.trained_task
-        )
-        server = PolicyServer(
-            policy,
-            ServerConfig(
-                bind=cfg.bind,
-                telemetry=cfg.telemetry,
-                curve_keys=cfg.curve_keys,
-                trusted_network=cfg.trusted_network,
-                session_timeout_s=cfg.session_timeout_s,
-                max_sessions=cfg.max_sessions,
-                max_batch=cfg.max_batch,
-            ),
-        )
-        server.start()
-    except PolicySteerError as e:
-        print(f"fixed_policy: error: {e}", file=sys.stderr)
-        return 2
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    print(f"ready {server.endpoint} telemetry={server.telemetry_endpoint}", flush=True)
-    while not stop.wait(0.2):
-        pass
-    server.stop()
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    with StopSignals() as signals:
+        try:
+            cfg = parse_config(FixedServeConfig, list(sys.argv[1:] if argv is None else argv))
+            spec = fixed_spec(cfg.state_dim, _parse_cameras(cfg.cameras), cfg.horizon, cfg.action_dim, cfg.control_hz)
+            policy = FixedChunkPolicy(
+                spec, delay_s=cfg.delay_s, echo=cfg.echo, fail_task=cfg.fail_task, trained_task=cfg.trained_task,
+                delay_per_candidate_s=cfg.delay_per_candidate_s, busy=cfg.busy,
+            )
+            if cfg.busy == "torch":
+                import torch  # noqa: F401  (imported before serving, not in the first chunk)
+            server = PolicyServer(
+                policy,
+                ServerConfig(
+                    bind=cfg.bind,
+                    telemetry=cfg.telemetry,
+                    curve_keys=cfg.curve_keys,
+                    trusted_network=cfg.trusted_network,
+                    session_timeout_s=cfg.session_timeout_s,
+                    max_sessions=cfg.max_sessions,
+                    max_batch=cfg.max_batch,
+                    limits=ServerLimits(
+                        max_candidates=cfg.max_candidates,
+                        max_particles=cfg.max_particles,
+                        max_num_steps=cfg.max_num_steps,
+                        max_chunk_s=cfg.max_chunk_s,
+                        verifier_roots=tuple(cfg.verifier_roots),
+                    ),
+                ),
+            )
+            signals.serving()
+        except PolicySteerError as e:
+            print(f"fixed_policy: error: {e}", file=sys.stderr)
+            return 2
+        except Interrupted:
+            return 0
+        try:
+            serve_until_signal(
+                server, signals, announce=lambda srv: f"ready {srv.endpoint} telemetry={srv.telemetry_endpoint}"
+            )
+        except PolicySteerError as e:  # e.g. the bind was refused
+            print(f"fixed_policy: error: {e}", file=sys.stderr)
+            return 2
     return 0
 
 

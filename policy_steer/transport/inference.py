@@ -32,6 +32,19 @@ with the refusal's code: a chunk is never computed unsteered in silence. In an i
 ``observe`` whose ``step`` is lower than the previous one starts a new implicit episode (v1's rule);
 an explicit episode ends only with the next ``episode``.
 
+Limits (:class:`~policy_steer.transport.limits.ServerLimits`): the socket thread has checked a
+``configure``'s own values; here the settings the policy reports in force after it (its defaults
+merged in) and the number of chunks it samples per observe (the policy's ``candidates``, when it has
+one) are checked too, and a refusal puts the session's previous settings back. Every chunk's compute
+time is measured against ``max_chunk_s``: a chunk over the budget is still delivered (``info`` says
+``over_budget``), and when the session chose its steering settings itself, its next ``observe`` is
+refused ``over_limit`` until it sends a ``configure`` (cheaper settings); the server's own defaults
+are the operator's choice and are only logged.
+
+Stopping: :meth:`InferenceWorker.abandon` ends a chunk in flight at the policy's next Python
+instruction (between two torch calls) by raising :class:`ChunkAbandoned` in this thread, so the
+process can finalize without a thread inside torch (see :meth:`PolicyServer.stop`).
+
 Batching (``max_batch > 1`` and the policy is also a :class:`BatchPolicy`): queued observes of
 different sessions with the same steering settings run as one ``predict_chunks(items)`` call. The
 policy keeps per-session model state itself, keyed by ``BatchItem.session`` (``new_episode`` says
@@ -42,6 +55,7 @@ receives ``task=None``. Episodes are still started (and refused) through ``start
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import threading
 import time
@@ -60,8 +74,10 @@ from policy_steer.transport.errors import (
     INTERNAL,
     NO_EPISODE,
     NO_SESSION,
+    OVER_LIMIT,
     ProtocolError,
 )
+from policy_steer.transport.limits import ServerLimits
 from policy_steer.transport.messages import ACTIONS, CHUNK, CONFIGURED, EPISODE_STARTED
 from policy_steer.transport.scheduler import (
     CONFIGURE_JOB,
@@ -71,6 +87,7 @@ from policy_steer.transport.scheduler import (
     Job,
     JobQueue,
 )
+from policy_steer.transport.ratelog import RateLimitedLog
 from policy_steer.transport.sessions import Session
 from policy_steer.types import STAMP, STEP, TASK, Chunk, EpisodeContext, PolicySpec
 
@@ -179,6 +196,11 @@ def _refusal(e: SteeringRefused, what: str, re: int) -> ProtocolError:
     return ProtocolError(e.code, f"{what} refused: {e.reason}", re)
 
 
+class ChunkAbandoned(BaseException):
+    """Raised inside the inference thread by :meth:`InferenceWorker.abandon` (a BaseException: a
+    policy's ``except Exception`` does not swallow it)."""
+
+
 class InferenceWorker(threading.Thread):
     """Takes jobs from ``queue`` one at a time and hands replies to ``post``."""
 
@@ -189,8 +211,14 @@ class InferenceWorker(threading.Thread):
         post: Callable[[Outgoing], None],
         next_seq: Callable[[], int],
         max_batch: int = 1,
+        limits: ServerLimits | None = None,
+        errors_log: RateLimitedLog | None = None,
     ) -> None:
         super().__init__(name="policy-steer-inference", daemon=True)
+        self.limits = limits or ServerLimits()
+        self.errors_log = errors_log or RateLimitedLog(log)
+        self.busy = False  # a job is being run (abandon() only interrupts then)
+        self.abandoned = False
         check_served_policy(policy)
         self.policy = policy
         self.spec = policy.spec
@@ -218,7 +246,23 @@ class InferenceWorker(threading.Thread):
     def stop(self) -> None:
         self._stopping.set()
 
+    def abandon(self) -> bool:
+        """Stop the job in flight: :class:`ChunkAbandoned` is raised in this thread at its next Python
+        instruction (a call inside torch finishes first). Only while stopping and running a job (an idle
+        thread leaves by itself within its queue's poll); True if it was raised."""
+        if not self._stopping.is_set() or not self.busy or not self.is_alive() or self.ident is None:
+            return False
+        self.abandoned = True
+        n = ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self.ident), ctypes.py_object(ChunkAbandoned))
+        return n == 1
+
     def run(self) -> None:
+        try:
+            self._loop()
+        except ChunkAbandoned:
+            log.info("the chunk in flight was abandoned: the server is stopping")
+
+    def _loop(self) -> None:
         while not self._stopping.is_set():
             job = self.queue.take(timeout_s=0.2)
             if self.batcher is not None:
@@ -231,6 +275,7 @@ class InferenceWorker(threading.Thread):
                 jobs += self.queue.take_more_observes(
                     jobs, self.max_batch - 1, lambda j, steer=steer: j.session.steer == steer and not j.session.closed
                 )
+            self.busy = True
             try:
                 if job.session.closed:
                     raise ProtocolError(
@@ -253,14 +298,20 @@ class InferenceWorker(threading.Thread):
                 for j in jobs:
                     self._post_error(j, e.code, f"{job.kind} refused: {e.reason}")
             except Exception as e:  # never let a policy bug end the thread
-                log.exception("%s job of session %s failed", job.kind, job.session.id)
                 code = INTERNAL
                 if isinstance(e, PolicySteerError):
                     code = {OBSERVE_JOB: BAD_ARRAY, CONFIGURE_JOB: BAD_HEADER}.get(job.kind, BAD_CONTEXT)
                 what = "the policy refused the observation" if job.kind == OBSERVE_JOB else f"{job.kind} failed"
+                self.errors_log.log(
+                    f"{job.kind} job: {type(e).__name__}",
+                    logging.ERROR if code == INTERNAL else logging.WARNING,
+                    f"{job.kind} job of session {job.session.id} failed ({code}): {type(e).__name__}: {str(e)[:300]}",
+                    exc_info=code == INTERNAL,
+                )
                 for j in jobs:
                     self._post_error(j, code, f"{what}: {type(e).__name__}: {e}")
             finally:
+                self.busy = False
                 for j in jobs:
                     j.frames = []  # release the received buffers now
 
@@ -339,15 +390,24 @@ class InferenceWorker(threading.Thread):
         self._activate(session)  # the session's episode, under its settings so far
         wanted = self._settings_of(session, task, steer)
         try:
-            in_force = self.policy.configure(task=wanted[0], steer=dict(wanted[1]))
-        except SteeringRefused as e:
+            in_force = dict(self.policy.configure(task=wanted[0], steer=dict(wanted[1])))
+            # what the policy runs now, its own defaults merged in, within the operator's limits
+            self.limits.check_in_force(in_force, getattr(self.policy, "candidates", None), job.seq)
+        except ProtocolError:
             self.applied = None  # put the session's old settings back in force before its next job
-            raise _refusal(e, "configure", job.seq) from None
-        except (PolicySteerError, ValueError, KeyError, TypeError) as e:
+            raise
+        except SteeringRefused as e:
             self.applied = None
+            raise _refusal(e, "configure", job.seq) from None
+        except (PolicySteerError, ValueError, KeyError, TypeError, ArithmeticError) as e:
+            self.applied = None  # a value the policy cannot take: bad input, not a server failure
             raise ProtocolError(BAD_HEADER, f"configure: steer refused: {type(e).__name__}: {e}", job.seq) from None
+        except Exception:
+            self.applied = None
+            raise
         session.task, session.steer = task, steer
-        self.applied, self.in_force = wanted, dict(in_force)
+        session.over_budget = None  # new settings: the chunk budget judges them afresh
+        self.applied, self.in_force = wanted, in_force
         header = {
             "type": CONFIGURED,
             "seq": self.next_seq(),
@@ -413,8 +473,40 @@ class InferenceWorker(threading.Thread):
             obs[TASK] = task
         return obs
 
+    def _check_budget(self, job: Job) -> None:
+        """An observe of a session whose own settings broke the chunk budget is refused until it configures."""
+        if job.session.over_budget is not None:
+            raise ProtocolError(
+                OVER_LIMIT,
+                f"observe refused: {job.session.over_budget}; configure cheaper steering settings "
+                "(any configure lifts this)",
+                job.seq,
+            )
+
+    def _judge_budget(self, sessions: list[Session], seconds: float) -> bool:
+        """After a chunk: True when it broke the budget; sessions that chose their settings are marked."""
+        budget = self.limits.max_chunk_s
+        if seconds <= budget:
+            return False
+        for s in sessions:
+            if s.steer:  # settings the client chose
+                s.over_budget = (
+                    f"the session's last chunk took {seconds:.2f} s to compute, above this server's chunk "
+                    f"budget of {budget:g} s (welcome.limits.chunk_s) under its steering settings {to_wire(s.steer)}"
+                )
+        chosen = [s for s in sessions if s.steer]
+        self.errors_log.log(
+            "over budget" if chosen else "over budget (server defaults)",
+            logging.WARNING,
+            f"a chunk took {seconds:.2f} s, above the chunk budget of {budget:g} s "
+            + (f"(session {chosen[0].id}, settings {to_wire(chosen[0].steer)}: its next observe is refused)"
+               if chosen else "under the server's default settings: lower them or raise --max_chunk_s"),
+        )
+        return True
+
     def _observe(self, job: Job) -> None:
         session = job.session
+        self._check_budget(job)
         self._activate(session)
         self._ensure_episode(job)
         obs = self._observation(job)
@@ -424,14 +516,17 @@ class InferenceWorker(threading.Thread):
             obs, prefix=prefix, start_step=job.start_step, prefix_start=job.prefix_start,
             prefix_committed=job.prefix_committed,
         )
+        t1 = time.monotonic()
         session.last_step = job.step
-        self._reply_chunk(job, chunk, t0, time.monotonic())
+        over = self._judge_budget([session], t1 - t0)
+        self._reply_chunk(job, chunk, t0, t1, over_budget=over)
 
     def _observe_batch(self, jobs: list[Job]) -> None:
         ready: list[tuple[Job, BatchItem]] = []
         for job in jobs:  # every job of the batch has the same steer settings
             s = job.session
             try:
+                self._check_budget(job)
                 self._activate(s)
                 new_episode = self._ensure_episode(job)
             except ProtocolError as e:
@@ -459,10 +554,11 @@ class InferenceWorker(threading.Thread):
                 INTERNAL, f"predict_chunks returned {type(chunks).__name__} for {len(ready)} observations"
             )
         self.batch_sizes.append(len(ready))
+        over = self._judge_budget([job.session for job, _ in ready], t1 - t0)
         for (job, _), chunk in zip(ready, chunks):
             job.session.last_step = job.step
             try:
-                self._reply_chunk(job, chunk, t0, t1, batch=len(ready))
+                self._reply_chunk(job, chunk, t0, t1, batch=len(ready), over_budget=over)
             except ProtocolError as e:  # one bad chunk fails its own request only
                 self._post_error(job, e.code, e.message)
 
@@ -472,7 +568,9 @@ class InferenceWorker(threading.Thread):
                 del self._known[sid]
                 self.batcher.end_session(sid)
 
-    def _reply_chunk(self, job: Job, chunk: Any, t0: float, t1: float, batch: int = 1) -> None:
+    def _reply_chunk(
+        self, job: Job, chunk: Any, t0: float, t1: float, batch: int = 1, over_budget: bool = False
+    ) -> None:
         session = job.session
         actions = self._checked_actions(chunk)
         info = to_wire(chunk.info) if isinstance(chunk.info, dict) else {}
@@ -486,6 +584,8 @@ class InferenceWorker(threading.Thread):
         info["server_ms"] = (time.monotonic() - job.received) * 1e3
         if batch > 1:
             info["batch"] = batch
+        if over_budget:
+            info["over_budget"] = True
         header = {
             "type": CHUNK,
             "seq": self.next_seq(),

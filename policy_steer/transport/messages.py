@@ -74,6 +74,7 @@ HEADER_KEYS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
         "observation": (_MAP, True),
         "action": (_MAP, True),
         "server": (_STR, True),
+        "limits": (_MAP, False),  # the operator's maxima (candidates, particles, num_steps, chunk_s, reward_backends)
     },
     OBSERVE: {
         "session": (_STR, True),

@@ -1,13 +1,18 @@
 """The queue between the socket thread and the inference thread.
 
-Jobs (``observe``, ``configure``, ``episode``, ``context``) run one at a time, in arrival order, and
-a session's own jobs always run in the order the session sent them (a ``context`` sent before an
-``observe`` is applied before that observe's chunk is computed).
+Jobs (``observe``, ``configure``, ``episode``, ``context``) run one at a time. **Sessions take turns**
+(round-robin): each time the inference thread is free it takes the first job of the session that was
+served least recently among those with a job waiting; a session new to the queue ranks as if it had
+been served just before the session served last (ahead of the job in flight's session, behind every
+other). So a session waits, before its own job runs, for at most one job of each other session,
+whatever those sessions queue meanwhile, and a client that re-opens sessions gains no extra turns:
+one heavy session delays another by one of its chunks, never by a backlog. A session's own jobs always run in the order the session sent them (a
+``context`` sent before an ``observe`` is applied before that observe's chunk is computed).
 
 Each session has at most one *queued* ``observe``: when a newer one arrives the older is taken out
 and returned to the caller, which answers it ``busy`` (the client has moved on). The newer one takes
-the older one's place in the line unless something else of the same session was queued after it, in
-which case it goes to the back so the session's own order is kept.
+the older one's place in the session's line unless something else of the same session was queued
+after it, in which case it goes to the back of the session's line so the session's own order is kept.
 
 A ``context`` is a whole snapshot of the scene, so a newer one replaces a queued one of the same
 session in place when nothing of that session was queued after it (nothing is answered: a context
@@ -18,6 +23,7 @@ sessions times (1 + ``max_session_jobs``).
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections import deque
@@ -66,96 +72,119 @@ class Job:
 class JobQueue:
     def __init__(self, max_session_jobs: int = 8) -> None:
         self.max_session_jobs = max_session_jobs
-        self._jobs: deque[Job] = deque()
+        self._lines: dict[Session, deque[Job]] = {}  # each session with jobs waiting: its jobs, in its order
+        self._n = 0
+        self._served = 0  # jobs taken so far
+        self._order = itertools.count()  # ties between sessions that queued at the same point: first come first
         self._cond = threading.Condition()
         self._closed = False
 
     def __len__(self) -> int:
-        return len(self._jobs)
+        return self._n
 
     def put(self, job: Job) -> Job | None:
         """Queue ``job``; return the observe it superseded (to be answered ``busy``), if any."""
         with self._cond:
+            if self._closed:
+                raise ProtocolError(BUSY, f"{job.kind}: the server is stopping", job.seq)
+            s = job.session
+            if not s.turn:  # new to the queue: just before the session served last
+                s.turn = (2 * self._served - 1, next(self._order))
+            line = self._lines.get(s)
+            if line is None:
+                line = self._lines[s] = deque()
             superseded = None
             if job.kind == OBSERVE_JOB:
-                for i, queued in enumerate(self._jobs):
-                    if queued.session is job.session and queued.kind == OBSERVE_JOB:
+                for i, queued in enumerate(line):
+                    if queued.kind == OBSERVE_JOB:
                         superseded = queued
-                        later = any(j.session is job.session for j in list(self._jobs)[i + 1 :])
-                        if later:
-                            del self._jobs[i]
-                            self._jobs.append(job)
+                        if i < len(line) - 1:  # something of the session's follows it: keep the session's order
+                            del line[i]
+                            line.append(job)
                         else:
-                            self._jobs[i] = job
+                            line[i] = job
                         break
                 else:
-                    self._jobs.append(job)
+                    line.append(job)
+                    self._n += 1
             else:
-                mine = [i for i, j in enumerate(self._jobs) if j.session is job.session]
-                if job.kind == CONTEXT_JOB and mine and self._jobs[mine[-1]].kind == CONTEXT_JOB:
-                    self._jobs[mine[-1]] = job  # the newer scene supersedes the queued one
+                if job.kind == CONTEXT_JOB and line and line[-1].kind == CONTEXT_JOB:
+                    line[-1] = job  # the newer scene supersedes the queued one
                     self._cond.notify()
                     return None
-                n = sum(1 for i in mine if self._jobs[i].kind != OBSERVE_JOB)
+                n = sum(1 for j in line if j.kind != OBSERVE_JOB)
                 if n >= self.max_session_jobs:
+                    if not line:
+                        del self._lines[s]
                     raise ProtocolError(
                         BUSY,
                         f"{job.kind}: {n} configure/episode/context messages of this session are already queued",
                         job.seq,
                     )
-                self._jobs.append(job)
+                line.append(job)
+                self._n += 1
             self._cond.notify()
             return superseded
 
+    def _pop_turn(self, session: Session) -> Job:
+        """The first job of ``session``'s line; the session goes to the back of the turns."""
+        line = self._lines[session]
+        job = line.popleft()
+        if not line:
+            del self._lines[session]
+        self._n -= 1
+        self._served += 1
+        session.turn = (2 * self._served, next(self._order))
+        return job
+
+    def _by_turn(self) -> list[Session]:
+        return sorted(self._lines, key=lambda s: s.turn)
+
     def take(self, timeout_s: float | None = None) -> Job | None:
-        """The next job, or None after ``timeout_s`` or once closed."""
+        """The next job (the first of the least recently served session's), or None after ``timeout_s``
+        or once closed."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         with self._cond:
-            while not self._jobs and not self._closed:
+            while not self._lines and not self._closed:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return None
                 self._cond.wait(remaining)
-            return self._jobs.popleft() if self._jobs else None
+            if not self._lines:
+                return None
+            return self._pop_turn(min(self._lines, key=lambda s: s.turn))
 
     def take_more_observes(self, batch: list[Job], max_n: int, compatible) -> list[Job]:
-        """Up to ``max_n`` more queued observes of sessions not in ``batch`` for which ``compatible(job)``.
-
-        A session's own order is kept: once one of its jobs is skipped (a configure, episode or
-        context, or an observe that does not fit), nothing later of that session is taken.
-        """
+        """Up to ``max_n`` more observes of sessions not in ``batch``, each the first job of its session's
+        line and ``compatible(job)``, in turn order (a session's own order is kept: an observe behind a
+        configure, episode or context of its session is not taken)."""
         taken: list[Job] = []
         with self._cond:
             in_batch = {id(j.session) for j in batch}
-            blocked: set[int] = set()
-            for job in list(self._jobs):
+            for s in self._by_turn():
                 if len(taken) >= max_n:
                     break
-                key = id(job.session)
-                if key in in_batch or key in blocked:
-                    blocked.add(key)
+                if id(s) in in_batch:
                     continue
-                if job.kind == OBSERVE_JOB and compatible(job):
-                    self._jobs.remove(job)
-                    taken.append(job)
-                    in_batch.add(key)
-                else:
-                    blocked.add(key)
+                head = self._lines[s][0]
+                if head.kind == OBSERVE_JOB and compatible(head):
+                    taken.append(self._pop_turn(s))
+                    in_batch.add(id(s))
         return taken
 
     def drop_session(self, session: Session) -> list[Job]:
         """Remove and return the queued jobs of a closed session."""
         with self._cond:
-            gone = [j for j in self._jobs if j.session is session]
-            for j in gone:
-                self._jobs.remove(j)
+            gone = list(self._lines.pop(session, ()))
+            self._n -= len(gone)
             return gone
 
     def close(self) -> list[Job]:
         """Wake the inference thread for good; return what was still queued."""
         with self._cond:
             self._closed = True
-            left = list(self._jobs)
-            self._jobs.clear()
+            left = [j for line in self._lines.values() for j in line]
+            self._lines.clear()
+            self._n = 0
             self._cond.notify_all()
             return left

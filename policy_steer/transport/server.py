@@ -14,11 +14,23 @@ Clients of another protocol version get a ``version`` error naming v2 and the sp
 client it is written in version 1 (whose ``error`` is the same), so that client can read it.
 
 Robustness: nothing a client sends can end the server (every failure becomes an ``error`` reply,
-bounded in size); sizes are checked on the header before arrays are read; libzmq itself refuses any
-frame above the message limit (``MAXMSGSIZE``) and drops replies to clients that do not read them
-(ROUTER without ``ROUTER_MANDATORY``), so a slow or hostile client cannot block the loop. Memory is
-bounded by the session limit (one queued observe and a few other jobs per session) and the socket
-high-water marks.
+bounded in size, with ``re`` whenever the header's ``seq`` could be read); sizes are checked on the
+header before arrays are read; libzmq itself refuses any frame above the message limit
+(``MAXMSGSIZE``: the sender's connection is dropped, and with it its session) and drops replies to
+clients that do not read them (ROUTER without ``ROUTER_MANDATORY``), so a slow or hostile client
+cannot block the loop. Memory is bounded by the session limit (one queued observe and a few other
+jobs per session) and the socket high-water marks. Bad messages are logged once per kind per
+``log_interval_s`` (:class:`~policy_steer.transport.ratelog.RateLimitedLog`), never once per message.
+
+Costs: the operator's :class:`~policy_steer.transport.limits.ServerLimits` (announced in
+``welcome.limits``) bound what a ``configure`` may ask for (checked here, on receipt, before it is
+queued) and how long a chunk may take; sessions take turns on the model (:mod:`.scheduler`).
+
+Stopping (:meth:`PolicyServer.stop`) takes at most ``stop_timeout_s``: the sockets close, a chunk in
+flight gets a short grace to finish and is then abandoned (:meth:`InferenceWorker.abandon`), so that
+no thread is inside torch when the interpreter finalizes (CPython 3.12 ends such a daemon thread
+with ``pthread_exit``, whose forced unwind through libtorch's ``noexcept`` frames calls
+``std::terminate``: "terminate called without an active exception", exit 134).
 """
 
 from __future__ import annotations
@@ -28,7 +40,7 @@ import logging
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -36,7 +48,7 @@ import zmq
 
 from policy_steer.errors import ConfigError
 from policy_steer.transport.codec import FLOAT_DTYPES, Limits, decode, encode
-from policy_steer.transport.errors import BAD_ARRAY, BUSY, INTERNAL, NO_SESSION, VERSION, ProtocolError
+from policy_steer.transport.errors import BAD_ARRAY, BAD_HEADER, BUSY, INTERNAL, NO_SESSION, VERSION, ProtocolError
 from policy_steer.transport.inference import (
     InferenceWorker,
     Outgoing,
@@ -62,6 +74,8 @@ from policy_steer.transport.messages import (
     Message,
     context_from_wire,
 )
+from policy_steer.transport.limits import ServerLimits
+from policy_steer.transport.ratelog import RateLimitedLog
 from policy_steer.transport.scheduler import CONFIGURE_JOB, CONTEXT_JOB, EPISODE_JOB, OBSERVE_JOB, Job, JobQueue
 from policy_steer.transport.security import CurveServer, check_bind
 from policy_steer.transport.sessions import Session, SessionTable
@@ -89,6 +103,9 @@ class ServerConfig:
     max_batch: int = 1  # >1: run queued observes of several sessions as one call, if the policy is a BatchPolicy
     max_error_events_per_s: int = 20  # error events on telemetry (all are counted in metrics)
     max_session_jobs: int = 8  # configure/episode/context messages of one session queued at once; more: busy
+    limits: ServerLimits = field(default_factory=ServerLimits)  # the costs a client may choose (welcome.limits)
+    stop_timeout_s: float = 1.0  # stop() returns within this (a chunk in flight is abandoned if it must)
+    log_interval_s: float = 10.0  # bad messages and failures: one log line per kind per interval
 
 
 @dataclass
@@ -133,6 +150,9 @@ class PolicyServer:
         self._start_error: BaseException | None = None
         self._latencies: list[float] = []
         self._error_events = 0
+        self.errors_log = RateLimitedLog(log, cfg.log_interval_s)
+        self.stopped_cleanly: bool | None = None  # set by stop(): every thread ended
+        self._stopped = False
         self._welcome_fields = self._make_welcome_fields()
         self.context = zmq.Context()
         self.curve: CurveServer | None = None
@@ -160,7 +180,8 @@ class PolicyServer:
             where = cfg.bind + (f" and {cfg.telemetry}" if cfg.telemetry else "")
             raise ConfigError(f"cannot bind {where}: {err}") if isinstance(err, zmq.ZMQError) else err
         self.worker = InferenceWorker(
-            self.policy, self.queue, self._post, lambda: next(self._seq), max_batch=cfg.max_batch
+            self.policy, self.queue, self._post, lambda: next(self._seq), max_batch=cfg.max_batch,
+            limits=cfg.limits, errors_log=self.errors_log,
         )
         self.worker.start()
         security = (
@@ -177,15 +198,34 @@ class PolicyServer:
         )
         return self
 
-    def stop(self, timeout_s: float = 5.0) -> None:
-        self._stop.set()
-        for job in self.queue.close():
+    def stop(self, timeout_s: float | None = None) -> bool:
+        """Close everything within ``timeout_s`` (default ``stop_timeout_s``); True when every thread ended.
+
+        A chunk in flight gets part of the time to finish (its reply is sent if the socket is still
+        open), then is abandoned at its next Python instruction. False means the inference thread is
+        still inside one long call of the policy: the process must then leave without finalizing the
+        interpreter (``policy-steer serve`` does, see :func:`~policy_steer.transport.cli.serve_until_signal`).
+        """
+        if self._stopped:
+            return bool(self.stopped_cleanly)
+        self._stopped = True
+        budget = self.config.stop_timeout_s if timeout_s is None else float(timeout_s)
+        deadline = time.monotonic() + budget
+        left = lambda: max(0.0, deadline - time.monotonic())  # noqa: E731
+        for job in self.queue.close():  # nothing more runs: queued and later requests are answered busy
             job.frames = []
-        if self.worker is not None:
-            self.worker.stop()
-            self.worker.join(timeout_s)
+            self._post(Outgoing(
+                job.identity, error_frames(next(self._seq), BUSY, f"{job.kind}: the server is stopping", job.seq),
+                kind=BUSY,
+            ))
+        worker = self.worker
+        if worker is not None:
+            worker.stop()
+            # a chunk in flight: a short grace to finish, while the socket thread still sends its reply
+            worker.join(min(left(), 0.4 * budget))
+        self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout_s)
+            self._thread.join(left())
         if self.curve is not None:
             self.curve.stop()
             self.curve = None
@@ -193,11 +233,22 @@ class PolicyServer:
             if self._wake_push is not None:
                 self._wake_push.close(linger=0)
                 self._wake_push = None
-        if self.worker is None or not self.worker.is_alive():
-            if not self.context.closed:
-                self.context.term()
-        else:  # a chunk still computing: let the process exit take the context with it
-            log.warning("inference thread still busy after %.1f s; leaving it", timeout_s)
+        if worker is not None and worker.is_alive():
+            # Everything this thread needs a lock for is done: abandon the chunk in flight.
+            worker.abandon()
+            worker.join(max(left(), 0.05))
+        sockets_closed = self._thread is None or not self._thread.is_alive()
+        if sockets_closed and not self.context.closed:
+            self.context.term()  # the inference thread holds no socket: this never waits on it
+        self.errors_log.flush(force=True)
+        self.stopped_cleanly = sockets_closed and (worker is None or not worker.is_alive())
+        if not self.stopped_cleanly:
+            log.warning(
+                "%s still running after %.1f s (stuck in one call of the policy)",
+                "the inference thread" if sockets_closed else "the socket thread",
+                budget,
+            )
+        return self.stopped_cleanly
 
     def __enter__(self) -> PolicyServer:
         return self.start()
@@ -268,10 +319,12 @@ class PolicyServer:
                 now = time.monotonic()
                 if now >= next_expiry:
                     self._expire(now)
+                    self.errors_log.flush()
                     next_expiry = now + 1.0
                 if pub is not None and now >= next_metrics:
                     self._publish_metrics()
                     next_metrics = now + self.config.metrics_interval_s
+            self._flush()  # replies that are ready still go out
         except Exception:  # the loop itself must not fail silently
             log.exception("socket loop failed")
             raise
@@ -331,6 +384,7 @@ class PolicyServer:
         now = time.monotonic()
         self.stats.received += 1
         self.sessions.touch(peer, now)
+        msg = None
         try:
             msg = decode(frames[1:], accept=SERVER_ACCEPTS, limits=self.limits)
             kind = msg.type
@@ -353,9 +407,13 @@ class PolicyServer:
             # a version 1 peer reads a version 1 error (the same keys): it learns why, in its own version
             version = 1 if e.code == VERSION and e.peer_version == 1 else None
             self._reply_error(identity, e.code, e.message, e.re, version)
-        except Exception as e:  # a bug of ours: answer, log, keep serving
-            log.exception("failed to handle a message")
-            self._reply_error(identity, INTERNAL, f"{type(e).__name__}: {e}", None)
+            self.errors_log.log(e.code, logging.INFO, f"refused a message ({e.code}): {e.message[:300]}")
+        except Exception as e:  # a bug of ours: answer, log (its stack once), keep serving
+            self.errors_log.log(
+                f"internal: {type(e).__name__}", logging.ERROR,
+                f"failed to handle a message: {type(e).__name__}: {str(e)[:300]}", exc_info=True,
+            )
+            self._reply_error(identity, INTERNAL, f"{type(e).__name__}: {e}", None if msg is None else msg.seq)
 
     def _reply_error(
         self, identity: bytes, code: str, message: str, re: int | None, version: int | None = None
@@ -387,6 +445,7 @@ class PolicyServer:
             },
             "action": {"dtype": "<f4", "shape": [int(s.horizon), int(s.action_dim)]},
             "server": SERVER_NAME,
+            "limits": self.config.limits.to_wire(),
         }
 
     def _hello(self, identity: bytes, peer: bytes, msg: Message, now: float) -> None:
@@ -485,6 +544,7 @@ class PolicyServer:
     def _configure(self, identity: bytes, peer: bytes, msg: Message, now: float) -> None:
         session = self.sessions.get(msg.get("session"), peer, msg.seq)
         steer = msg.get("steer")
+        self.config.limits.check_steer(steer, msg.seq)  # over_limit etc. at once; nothing is queued
         job = Job(
             kind=CONFIGURE_JOB,
             session=session,

@@ -43,6 +43,8 @@ class Session:
     closed: bool = False
     chunks: int = 0
     executed: int = 0  # `executed` notifications accepted
+    turn: tuple[int, int] = ()  # the job queue's round-robin rank: when it was last served (): never queued
+    over_budget: str | None = None  # why its last chunk broke the chunk budget (its next observe is refused)
 
 
 class SessionTable:

@@ -60,6 +60,7 @@ class Config:
     scale: float = 1.0  # wild: multiplies the fixed chunk
     cameras: str = ""  # e.g. front:64x64 (the policy then expects that image)
     episode_delay_s: float = 0.0  # an episode start takes this long (a strategy preparing the episode)
+    curve_keys: str = ""  # a folder from `policy-steer keys`: serve with CURVE
 
 
 def main() -> int:
@@ -79,7 +80,7 @@ def main() -> int:
             return start(*args, **kwargs)
 
         policy.start_episode = slow_start
-    server = PolicyServer(policy, ServerConfig(bind=cfg.bind))
+    server = PolicyServer(policy, ServerConfig(bind=cfg.bind, curve_keys=cfg.curve_keys or None))
     server.start()
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -117,6 +117,8 @@ def test_fit_writes_the_verifier_folder_with_its_report(fitted):
     on_disk = read_info(folder)
     assert on_disk["policy"]["feature_dim"] == info["policy"]["feature_dim"] > 0
     assert on_disk["policy"]["fingerprint"]
+    assert on_disk["policy"]["action_shape"] == [info["policy"]["action_shape"][0], ACTION_DIM]  # [H, A], checked at load
+    assert on_disk["policy"]["feature_dim"] == on_disk["cfn"]["in_dim"]
     held = on_disk["held_out"]
     for name in ("cfn", "nearest"):
         for key in ("perturbed", "candidates"):

@@ -22,6 +22,7 @@ import pytest
 from policy_steer.steering.base import Strategy
 from policy_steer.steering.registry import SteerMethod, SteerSetup, register
 from policy_steer.transport import PolicyClient, PolicyServer, RemoteError, ServerConfig, TelemetrySubscriber
+from policy_steer.transport.limits import VERIFIER_PATH_REFUSED, ServerLimits
 from policy_steer.types import EpisodeContext, ExecutedStep
 from tests.transport.helpers import RawClient, observation
 
@@ -72,12 +73,23 @@ register(SteerMethod("probe", (), lambda policy, settings: SteerSetup([Probe()])
 
 
 @pytest.fixture(scope="module")
-def server():
+def verifier_root(tmp_path_factory):
+    """The one folder under which clients may name a verifier_path; it holds an empty folder."""
+    root = tmp_path_factory.mktemp("verifiers")
+    (root / "empty").mkdir()
+    return root
+
+
+@pytest.fixture(scope="module")
+def server(verifier_root):
     from policy_steer.policies.loading import load_policy
     from policy_steer.steered_policy import SteeredPolicy
 
     policy = SteeredPolicy.from_method(load_policy(str(CHECKPOINT)), "none", seed=0)
-    config = ServerConfig(bind="tcp://127.0.0.1:*", telemetry="tcp://127.0.0.1:*", metrics_interval_s=0.2)
+    config = ServerConfig(
+        bind="tcp://127.0.0.1:*", telemetry="tcp://127.0.0.1:*", metrics_interval_s=0.2,
+        limits=ServerLimits(verifier_roots=(str(verifier_root),)),
+    )
     with PolicyServer(policy, config) as srv:
         yield srv
 
@@ -147,7 +159,7 @@ def test_the_strategy_sees_exactly_the_context_the_robot_sent(client):
     assert figures["stamp"] == 8.0 and figures["block"] == block_of(update) and figures["seed"] == 4
 
 
-def test_each_refusal_code_over_the_wire_and_the_session_stays_usable(client, server):
+def test_each_refusal_code_over_the_wire_and_the_session_stays_usable(client, server, verifier_root):
     robot = Robot(seed=5)
     instruction_only = EpisodeContext(instruction="push the block into the target region")
 
@@ -175,9 +187,14 @@ def test_each_refusal_code_over_the_wire_and_the_session_stays_usable(client, se
     msg = refused("context_required", client.configure, steer={"method": "vls"})
     assert "configure refused" in msg and "scene" in msg
     usable({})  # the settings before the refused configure are still in force
-    # steer_unavailable: TACO with a verifier that does not exist
+    # steer_unavailable: TACO with a verifier path the server may not read (the same text, whatever the path) ...
     msg = refused("steer_unavailable", client.configure, steer={"method": "taco", "verifier_path": "/nonexistent/v"})
-    assert "/nonexistent/v" in msg
+    assert msg == VERIFIER_PATH_REFUSED
+    usable({})
+    # ... and with an allowed folder that holds no verifier (the loader's own refusal, naming the folder)
+    empty = str(verifier_root / "empty")
+    msg = refused("steer_unavailable", client.configure, steer={"method": "taco", "verifier_path": empty})
+    assert empty in msg and msg != VERIFIER_PATH_REFUSED
     usable({})
     # steer_unsupported: an option the policy's family lacks (VLS's velocity form is for flow policies)
     msg = refused("steer_unsupported", client.configure, steer={"method": "vls", "vls_form": "velocity"})

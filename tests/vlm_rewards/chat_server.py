@@ -1,7 +1,8 @@
 """A local OpenAI-compatible chat-completions server for tests: a real HTTP socket, scripted answers.
 
 Each POST to ``/v1/chat/completions`` takes the next scripted reply: ``("answer", text)``,
-``("slow", seconds, text)`` (answers after a delay, to trip client timeouts) or ``("status", code)``.
+``("slow", seconds, text)`` (answers after a delay, to trip client timeouts), ``("status", code)`` or
+``("raw", text)`` (status 200 with exactly ``text`` as the body: a server that does not speak the protocol).
 Every request (path, headers, JSON body) is recorded in ``requests``.
 """
 
@@ -33,6 +34,8 @@ class ChatServer:
                     reply = server.replies.pop(0) if server.replies else ("status", 503)
                 if self.path != "/v1/chat/completions":
                     return self._send(404, {"error": {"message": f"no route {self.path}"}})
+                if reply[0] == "raw":
+                    return self._send_bytes(200, reply[1].encode())
                 if reply[0] == "status":
                     return self._send(reply[1], {"error": {"message": "scripted failure"}})
                 if reply[0] == "slow":
@@ -48,7 +51,9 @@ class ChatServer:
                 })
 
             def _send(self, code: int, payload: dict) -> None:
-                data = json.dumps(payload).encode()
+                self._send_bytes(code, json.dumps(payload).encode())
+
+            def _send_bytes(self, code: int, data: bytes) -> None:
                 try:
                     self.send_response(code)
                     self.send_header("Content-Type", "application/json")

@@ -1,8 +1,10 @@
 """The ask -> parse -> validate -> re-ask loop shared by the VLM backends.
 
 A backend only implements ``_complete(messages) -> str`` (one chat turn). The answer is parsed as JSON
-data, validated against the scene and dry-run compiled; on failure the model is re-asked with the
-error (``cfg.reasks`` times, 1 by default); after that :class:`SynthesisFailed` is raised and counted.
+data, validated against the scene and dry-run compiled; on any failure of these (a
+:class:`ProgramError`, which names the place or the parser's limit, or anything else the answer makes
+them raise: the answer is untrusted input) the model is re-asked with the error (``cfg.reasks`` times, 1
+by default); after that :class:`SynthesisFailed` is raised and counted.
 A transport failure (timeout, HTTP error) uses up an attempt the same way but is retried with the
 same messages.
 """
@@ -68,10 +70,11 @@ class ChatSynthesizer(Synthesizer):
             try:
                 program = RewardProgram.from_json(answer, scene)
                 compile_program(program, scene)
-            except ProgramError as e:
-                reasons.append(f"attempt {attempt + 1}: {e}")
-                log.warning("%s: invalid program: %s", self.name, e)
-                messages = reask_messages(messages, answer, str(e))
+            except Exception as e:  # noqa: BLE001 - whatever an answer makes parsing fail with is re-asked
+                error = _answer_error(e)
+                reasons.append(f"attempt {attempt + 1}: {error}")
+                log.warning("%s: invalid program: %s", self.name, error)
+                messages = reask_messages(messages, answer, error)
                 continue
             self.stats.succeeded += 1
             return program
@@ -90,11 +93,22 @@ class ChatSynthesizer(Synthesizer):
         picture = annotate(image, scene, camera) if (image is not None and self.cfg.send_image) else None
         try:
             answer = self._complete(judge_messages(program, stage_index, scene, picture))
-            verdict: Any = parse_json_answer(answer)
-        except (TransportError, ProgramError) as e:
+        except TransportError as e:
             log.warning("%s: stage judge gave no answer: %s", self.name, e)
+            return None
+        try:
+            verdict: Any = parse_json_answer(answer)
+        except Exception as e:  # noqa: BLE001 - an unusable answer is no answer
+            log.warning("%s: stage judge gave no answer: %s", self.name, _answer_error(e))
             return None
         if isinstance(verdict, dict) and isinstance(verdict.get("done"), bool):
             return verdict["done"]
         log.warning("%s: stage judge answered %r, not {\"done\": true|false}", self.name, verdict)
         return None
+
+
+def _answer_error(e: BaseException) -> str:
+    """The line a model is re-asked with: a ProgramError names the place; anything else its type too."""
+    if isinstance(e, ProgramError):
+        return str(e)
+    return f"answer: not a usable program ({type(e).__name__}: {str(e)[:300]})"

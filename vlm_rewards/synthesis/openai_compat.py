@@ -59,7 +59,7 @@ class OpenAISynthesizer(ChatSynthesizer):
             raise TransportError(f"HTTP {r.status_code} from {self.endpoint}: {r.text[:300]}")
         try:
             content = r.json()["choices"][0]["message"]["content"]
-        except (ValueError, KeyError, IndexError, TypeError):
+        except (ValueError, KeyError, IndexError, TypeError, RecursionError):  # RecursionError: a body nested absurdly deep
             raise TransportError(f"not a chat-completions response: {r.text[:300]}") from None
         if isinstance(content, list):  # some servers answer with content parts
             content = "".join(p.get("text", "") for p in content if isinstance(p, dict))

@@ -33,7 +33,7 @@ from policy_steer.steering.taco.cfn import CFNConfig, CoinFlipNetwork, TrainConf
 from policy_steer.steering.taco.demonstrations import Demonstrations, load_demonstrations
 from policy_steer.steering.taco.evaluation import features_of, held_out_report, off_support_pairs, perturb
 from policy_steer.steering.taco.feature_search import Frame, high_fidelity_search, pick_frames, prepare_frame, recorded_chunk
-from policy_steer.steering.taco.storage import DEFAULT_SUBDIR, policy_fingerprint, staged_folder, write_info
+from policy_steer.steering.taco.storage import DEFAULT_SUBDIR, policy_record, staged_folder, write_info
 from policy_steer.steering.taco.verifiers import NEAREST_FILE, NearestBank
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class Config:
     policy: str = ""  # checkpoint folder (or hub id)
+    trust_checkpoint: bool = False  # load --policy even where it names code to run (see policies/checkpoint_safety.py)
     dataset: str = ""  # LeRobotDataset folder the policy was trained on
     out: str | None = None  # default <policy>/verifier
     overwrite: bool = False  # replace an existing verifier folder
@@ -130,7 +131,7 @@ def fit_verifier(cfg: Config, policy: DenoisingPolicy | None = None) -> dict[str
 
     _check(cfg)
     t0 = time.perf_counter()
-    policy = policy or load_policy(cfg.policy, device=cfg.device)
+    policy = policy or load_policy(cfg.policy, device=cfg.device, trust_checkpoint=cfg.trust_checkpoint)
     demos = load_demonstrations(cfg.dataset, policy)  # DatasetError before anything is written
     out = Path(cfg.out) if cfg.out else Path(policy.path) / DEFAULT_SUBDIR
     rng = np.random.default_rng(cfg.seed)
@@ -162,11 +163,7 @@ def fit_verifier(cfg: Config, policy: DenoisingPolicy | None = None) -> dict[str
     held = evaluate_held_out(policy, sampler, demos, held_frames, cfn, bank, cfg, generator) if held_frames else None
 
     info: dict[str, Any] = {
-        "policy": {
-            "name": policy.spec.name, "family": policy.spec.family, "path": str(policy.path),
-            "fingerprint": policy_fingerprint(policy.path), "feature_dim": int(feats.shape[1]),
-            "adapter": type(policy).__name__,
-        },
+        "policy": policy_record(policy, int(feats.shape[1])),
         "dataset": {"folder": str(demos.folder), "episodes": len(demos.episodes), "frames": demos.num_frames,
                     "instructions": sorted({e.instruction for e in demos.episodes}),
                     "train_episodes": len(train_eps), "held_out_episodes": len(held_eps)},

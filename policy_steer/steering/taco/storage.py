@@ -1,6 +1,7 @@
 """The verifier folder that sits next to a policy: ``<checkpoint>/verifier/``.
 
-    verifier.json        what was fitted, to which policy (fingerprint), how, and the held-out AUCs
+    verifier.json        what was fitted, to which policy (fingerprint, feature width, action shape),
+                         how, and the held-out AUCs
     cfn.safetensors      the Coin Flipping Network (weights, frozen prior, statistics)
     nearest.safetensors  the nearest-feature verifier's bank (projected training features)
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -20,6 +22,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from policy_steer.errors import STEER_UNAVAILABLE, ConfigError, SteeringRefused
+
+log = logging.getLogger(__name__)
 
 FORMAT = "policy-steer/taco-verifier"
 VERSION = 1
@@ -64,20 +68,108 @@ def read_info(folder: str | Path) -> dict:
         info = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise ConfigError(f"{path} is not readable JSON: {e}") from e
-    if info.get("format") != FORMAT or int(info.get("version", -1)) > VERSION:
+    version = _int(info.get("version", -1)) if isinstance(info, dict) else None
+    if not isinstance(info, dict) or info.get("format") != FORMAT or version is None or version > VERSION:
         raise ConfigError(f"{path} is not a {FORMAT} v{VERSION} file")
     return info
 
 
-def check_policy(info: dict, policy: Any, folder: Path) -> None:
-    """Refuse a verifier fitted to another policy (its features mean nothing for this one)."""
-    want = info.get("policy", {}).get("fingerprint")
-    have = policy_fingerprint(getattr(policy, "path", None))
-    if want and have and want != have:
-        raise ConfigError(
-            f"the verifier in {folder} was fitted to another policy ({info['policy'].get('name')!r}, weights differ); "
-            f"fit it again with policy-steer fit-verifier --policy {getattr(policy, 'path', '<policy>')}"
-        )
+def action_shape(policy: Any) -> list[int]:
+    """[H, A]: the chunks the policy returns (what a verifier fitted to it has seen)."""
+    return [int(policy.spec.horizon), int(policy.spec.action_dim)]
+
+
+def policy_feature_width(policy: Any) -> int | None:
+    """F of the policy's TACO feature (``denoise_with_features``), read from the model's layers; None if
+    this kind of adapter is not known here (the width is then checked when the verifier first scores).
+
+    An adapter may declare it as an int ``feature_dim`` attribute; otherwise: DiffusionAdapter, the UNet
+    bottleneck's channels + the last hidden layer's; MultiTaskDiTAdapter, the transformer's hidden_dim;
+    the flow VLAs, the input width of the action expert's output projection.
+    """
+    declared = getattr(policy, "feature_dim", None)
+    if isinstance(declared, int):
+        return declared
+    try:
+        unet = getattr(policy, "unet", None)
+        if unet is not None:
+            return int(unet.mid_modules[-1].out_channels) + int(unet.final_conv[0].block[0].out_channels)
+        if getattr(policy, "net", None) is not None and hasattr(getattr(policy, "config", None), "hidden_dim"):
+            return int(policy.config.hidden_dim)
+        proj = getattr(getattr(policy, "model", None), "action_out_proj", None)
+        if proj is not None:
+            return int(proj.in_features)
+    except (AttributeError, IndexError, TypeError, ValueError):
+        pass
+    return None
+
+
+def policy_record(policy: Any, feature_dim: int) -> dict[str, Any]:
+    """What verifier.json says about the policy it was fitted to (``check_policy`` compares it)."""
+    path = getattr(policy, "path", None)
+    return {
+        "name": policy.spec.name, "family": policy.spec.family, "path": None if path is None else str(path),
+        "fingerprint": policy_fingerprint(path), "feature_dim": int(feature_dim),
+        "action_shape": action_shape(policy), "adapter": type(policy).__name__,
+    }
+
+
+def check_policy(info: dict, policy: Any, folder: Path, verifier_width: int | None = None) -> None:
+    """Refuse a verifier fitted to another policy (its features mean nothing for this one).
+
+    Compared: the weights' fingerprint (when both sides have one), the chunk shape [H, A] and the
+    feature width (``verifier_width``: read from the verifier's own weights by the caller, else the
+    recorded ``feature_dim``), each whenever it is known, so a missing fingerprint field does not let a
+    verifier of another policy through. A verifier.json that records neither a fingerprint nor an action
+    shape cannot be matched to a policy at all and is refused.
+    """
+    recorded = info.get("policy")
+    recorded = recorded if isinstance(recorded, dict) else {}
+    hint = f"fit it again with policy-steer fit-verifier --policy {getattr(policy, 'path', None) or '<policy>'}"
+    reasons = []
+    want_fp = recorded.get("fingerprint")
+    have_fp = policy_fingerprint(getattr(policy, "path", None))
+    if want_fp and have_fp and want_fp != have_fp:
+        reasons.append("the weights differ (fingerprint)")
+    want_shape = recorded.get("action_shape")
+    have_shape = action_shape(policy)
+    if want_shape is not None and _ints(want_shape) != have_shape:
+        reasons.append(f"it scored chunks of {_shape(want_shape)} actions, this policy's are {_shape(have_shape)}")
+    want_dim = recorded.get("feature_dim")
+    if verifier_width is not None and want_dim is not None and _int(want_dim) != verifier_width:
+        raise ConfigError(f"the verifier in {folder} is inconsistent: verifier.json says {want_dim}-d features, "
+                          f"its weights read {verifier_width}-d; {hint}")
+    width = verifier_width if verifier_width is not None else _int(want_dim)
+    have_dim = policy_feature_width(policy)
+    if width is not None and have_dim is not None and width != have_dim:
+        reasons.append(f"it reads {width}-d features, this policy's are {have_dim}-d")
+    if reasons:
+        raise ConfigError(f"the verifier in {folder} was fitted to another policy ({recorded.get('name')!r}): "
+                          f"{'; '.join(reasons)}; {hint}")
+    if not want_fp and want_shape is None:
+        raise ConfigError(f"the verifier in {folder} does not say which policy it was fitted to (verifier.json "
+                          f"has no policy fingerprint and no action_shape); {hint}")
+    if not want_fp:
+        log.warning("the verifier in %s records no policy fingerprint: only its feature width and action shape "
+                    "were checked against %s", folder, getattr(policy, "path", None) or policy.spec.name)
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return None if value is None else int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _ints(values: Any) -> list[int] | None:
+    try:
+        return [int(v) for v in values]
+    except (TypeError, ValueError):
+        return None
+
+
+def _shape(values: Any) -> str:
+    return "x".join(str(v) for v in values) if isinstance(values, (list, tuple)) else repr(values)
 
 
 @contextmanager

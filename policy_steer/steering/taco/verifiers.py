@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from policy_steer.errors import STEER_UNAVAILABLE, ConfigError, SteeringRefused, ValidationError
-from policy_steer.steering.taco.cfn import CoinFlipNetwork
+from policy_steer.steering.taco.cfn import WEIGHTS_FILE, CoinFlipNetwork
 from policy_steer.steering.taco.storage import check_policy, default_folder, read_info
 
 NEAREST_FILE = "nearest.safetensors"
@@ -159,11 +159,32 @@ def load_verifier(kind: str, policy: Any = None, path: str | Path | None = None,
         raise ConfigError(f"unknown TACO verifier {kind!r}; use one of {VERIFIERS}")
     folder = resolve_folder(policy, path)
     info = read_info(folder)
+    weights = folder / (WEIGHTS_FILE if kind == "cfn" else NEAREST_FILE)
+    if not weights.is_file():
+        raise ConfigError(f"{folder} has no {weights.name}; fit the verifier again")
+    width = weights_feature_width(weights)
     if policy is not None:
-        check_policy(info, policy, folder)
+        check_policy(info, policy, folder, verifier_width=width)
     device = getattr(policy, "device", "cpu")
-    if kind == "cfn":
-        return CFNVerifier(CoinFlipNetwork.load(folder, device=device), folder)
-    if not (folder / NEAREST_FILE).is_file():
-        raise ConfigError(f"{folder} has no {NEAREST_FILE}; fit the verifier again")
-    return NearestVerifier(NearestBank.load(folder), folder)
+    try:
+        if kind == "cfn":
+            return CFNVerifier(CoinFlipNetwork.load(folder, device=device), folder)
+        return NearestVerifier(NearestBank.load(folder), folder)
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise ConfigError(f"{weights} cannot be loaded: {type(e).__name__}: {e}") from e
+
+
+def weights_feature_width(path: Path) -> int:
+    """F, the feature width a verifier's weights read, from the safetensors header alone (no tensor is
+    built): ``feature_mean`` of cfn.safetensors, ``mean`` of nearest.safetensors."""
+    from safetensors import safe_open
+
+    key = "feature_mean" if path.name == WEIGHTS_FILE else "mean"
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            shape = f.get_slice(key).get_shape()
+    except Exception as e:  # not safetensors, truncated, no such tensor: one line
+        raise ConfigError(f"{path} is not a verifier weights file ({type(e).__name__}: {e})") from e
+    if len(shape) != 1 or shape[0] < 1:
+        raise ConfigError(f"{path}: {key} has shape {list(shape)}, expected [F]")
+    return int(shape[0])
