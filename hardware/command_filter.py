@@ -142,12 +142,7 @@ class CommandFilter:
             notes.append(("limit:step", f"largest step {float(np.max(np.abs(dq / self._step))):.2f}x the limit"))
         q = q_prev + dq_c
 
-        g = float(np.clip(g_want, lim.gripper_low, lim.gripper_high))
-        if _changed(g_want, g):
-            notes.append(("clamp:gripper", f"{g_want:g} -> {g:g}"))
-        if self._g_step is not None and abs(g - self._g) > self._g_step:
-            g = self._g + float(np.sign(g - self._g)) * self._g_step
-            notes.append(("limit:gripper_step", f"gripper step limited to {self._g_step:g}"))
+        g = self._gripper(g_want, notes)
 
         if self.kin is not None and (lim.has_workspace or self._ee_step is not None):
             q = self._keep_cartesian_limits(q_prev, q, notes)
@@ -191,12 +186,7 @@ class CommandFilter:
                 notes.append(("limit:ee_step", f"end-effector step {n:.5f} m limited to {self._ee_step:.5f} m"))
                 changed = True
         g_want = float(cmd.gripper)
-        g = float(np.clip(g_want, lim.gripper_low, lim.gripper_high))
-        if _changed(g_want, g):
-            notes.append(("clamp:gripper", f"{g_want:g} -> {g:g}"))
-        if self._g_step is not None and abs(g - self._g) > self._g_step:
-            g = self._g + float(np.sign(g - self._g)) * self._g_step
-            notes.append(("limit:gripper_step", f"gripper step limited to {self._g_step:g}"))
+        g = self._gripper(g_want, notes)
         self._g = g
         if not changed and g == g_want:
             return FilterResult(cmd, False, notes)  # the very numbers the policy's row gave
@@ -208,6 +198,17 @@ class CommandFilter:
         for k in np.flatnonzero(p != p_want):
             delta[k] = _exact_step(float(origin[k]), float(p[k]))
         return FilterResult(EeStep(origin, delta, g), False, notes)
+
+    def _gripper(self, g_want: float, notes: list[tuple[str, str]]) -> float:
+        """The gripper command inside its range and its step limit from the last one sent."""
+        lim = self.limits
+        g = float(np.clip(g_want, lim.gripper_low, lim.gripper_high))
+        if _changed(g_want, g):
+            notes.append(("clamp:gripper", f"{g_want:g} -> {g:g}"))
+        if self._g_step is not None and abs(g - self._g) > self._g_step:
+            g = self._g + float(np.sign(g - self._g)) * self._g_step
+            notes.append(("limit:gripper_step", f"gripper step limited to {self._g_step:g}"))
+        return g
 
     def _ee_to_joints(self, cmd: EeCommand, q_prev: np.ndarray, notes: list[tuple[str, str]]) -> np.ndarray | None:
         p_want = np.asarray(cmd.ee_pos, dtype=np.float64).reshape(-1)

@@ -24,7 +24,7 @@ normalised ``x`` [B, H, A] straight to positions.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Literal
+from typing import Callable, Literal
 
 import torch
 from torch import Tensor

@@ -17,7 +17,6 @@ objects keep their measured values. With no pending actions every estimator retu
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np

@@ -7,7 +7,7 @@ only through these):
 
 - ``refusal(context) -> str | None``: why this strategy cannot act in an episode with this context
   (VLS without a scene); None when it can. Checked before ``reset_episode``; a refusal is raised to
-  the caller as :class:`SteeringRefused`, never turned into a weaker run.
+  the caller as :class:`~policy_steer.errors.SteeringRefused`, never turned into a weaker run.
 - ``reset_episode(context)``: a new episode starts; ``update_context(context)``: the scene changed
   mid-episode (a pushed block, a jumped goal).
 - ``acted() -> bool``: after a chunk, whether this strategy changed it (it may stand aside for a
@@ -38,18 +38,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from torch import Tensor
 
-from policy_steer.errors import (  # noqa: F401 (the refusal vocabulary belongs to this contract)
-    CONTEXT_MISMATCH,
-    CONTEXT_REQUIRED,
-    REFUSAL_CODES,
-    STEER_UNAVAILABLE,
-    STEER_UNSUPPORTED,
-    SteeringRefused,
-)
 from policy_steer.types import EpisodeContext
 
 if TYPE_CHECKING:
     from policy_steer.sampler import SamplerRun, StepView
+
 
 class Strategy:
     name: ClassVar[str] = "strategy"
