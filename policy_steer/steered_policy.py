@@ -123,6 +123,11 @@ class SteeredPolicy:
         return self.policy.spec
 
     @property
+    def folder(self) -> str | None:
+        """The checkpoint folder of the base policy (a server's default verifier root), when known."""
+        return None if self.policy.path is None else str(self.policy.path)
+
+    @property
     def candidates(self) -> int:
         return max([s.candidates for s in self.strategies], default=1)
 

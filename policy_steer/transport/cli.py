@@ -79,9 +79,7 @@ def build_served_policy(cfg: ServeConfig) -> ServedPolicy:
 
 def policy_folder(policy: ServedPolicy) -> str | None:
     """The folder the served policy was loaded from (the default verifier root), if it says."""
-    base = getattr(policy, "policy", policy)
-    path = getattr(base, "path", None)
-    return None if path is None else str(path)
+    return policy.folder
 
 
 def serve_limits(cfg: ServeConfig, policy: ServedPolicy | None = None) -> ServerLimits:

@@ -138,14 +138,22 @@ class FixedChunkPolicy:
         self._spend()
         return self._chunk(obs, prefix, start_step)
 
-    def _cost_s(self) -> float:
-        """The delay of one chunk under the settings in force."""
-        n = 0
+    folder = None  # not loaded from a checkpoint
+
+    @property
+    def candidates(self) -> int:
+        """Samples per observe as the settings in force say (``candidates`` or ``particles``; 1 without)."""
+        n = 1
         for key in ("candidates", "particles"):
             try:
                 n = max(n, int(self.steer.get(key) or 0))
             except (TypeError, ValueError, OverflowError):
                 pass
+        return n
+
+    def _cost_s(self) -> float:
+        """The delay of one chunk under the settings in force."""
+        n = self.candidates if any(k in self.steer for k in ("candidates", "particles")) else 0
         return self.delay_s + self.delay_per_candidate_s * n
 
     def _spend(self) -> None:

@@ -100,6 +100,8 @@ class ServedPolicy(Protocol):
 
     spec: PolicySpec
     wants_prefix: bool  # its steering reads the previous plan (told to the robot in `episode_started`)
+    candidates: int  # samples drawn per observe under the settings in force (checked against the limits)
+    folder: str | None  # the checkpoint folder it was loaded from (the default verifier root), if any
 
     def predict_chunk(
         self,
@@ -392,7 +394,7 @@ class InferenceWorker(threading.Thread):
         try:
             in_force = dict(self.policy.configure(task=wanted[0], steer=dict(wanted[1])))
             # what the policy runs now, its own defaults merged in, within the operator's limits
-            self.limits.check_in_force(in_force, getattr(self.policy, "candidates", None), job.seq)
+            self.limits.check_in_force(in_force, self.policy.candidates, job.seq)
         except ProtocolError:
             self.applied = None  # put the session's old settings back in force before its next job
             raise
