@@ -51,6 +51,7 @@ class DenoisingPolicy(ABC):
     schedule: Schedule
     device: torch.device = torch.device("cpu")
     trained_task: str | None = None  # the task of its training data, when the checkpoint says (policy_steer.json)
+    feature_dim: int | None = None  # width of ``features(ctx)`` when the adapter states it (else read off its layers)
     path: Any = None  # the local folder it was loaded from (pathlib.Path), when loaded from one
     meta: Any = None  # the checkpoint's policy_steer.json (policies.loading.CheckpointMeta), when loaded from a folder
 

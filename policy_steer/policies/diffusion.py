@@ -39,6 +39,8 @@ class DiffusionAdapter(DenoisingPolicy):
         self.device = next(policy.parameters()).device
         self.model = policy.diffusion
         self.unet = self.model.unet
+        # features(): the UNet bottleneck's channels and the last hidden layer's, pooled and joined
+        self.feature_dim = int(self.unet.mid_modules[-1].out_channels) + int(self.unet.final_conv[0].block[0].out_channels)
         self.spec = PolicySpec(
             name=name,
             family="diffusion",

@@ -81,6 +81,7 @@ class FlowVLAAdapter(DenoisingPolicy):
         policy.eval()
         self.policy = policy
         self.model = policy.model
+        self.feature_dim = int(self.model.action_out_proj.in_features)  # features(): the action expert's last hidden
         self.config = cfg = policy.config
         self.preprocessor = preprocessor
         self.postprocessor = postprocessor

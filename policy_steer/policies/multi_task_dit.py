@@ -51,6 +51,7 @@ class MultiTaskDiTAdapter(DenoisingPolicy):
         self.normalizer = ActionNormalizer(postprocessor)
         self.device = next(policy.parameters()).device
         self.net = policy.noise_predictor
+        self.feature_dim = int(cfg.hidden_dim)  # features(): the transformer's hidden state
         self.encoder = policy.observation_encoder
         objective = policy.objective
         if cfg.is_flow_matching:

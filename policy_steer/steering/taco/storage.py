@@ -55,7 +55,7 @@ def policy_fingerprint(checkpoint: str | Path | None) -> str | None:
 
 
 def default_folder(policy: Any) -> Path | None:
-    path = getattr(policy, "path", None)
+    path = policy.path
     return None if path is None else Path(path) / DEFAULT_SUBDIR
 
 
@@ -80,33 +80,20 @@ def action_shape(policy: Any) -> list[int]:
 
 
 def policy_feature_width(policy: Any) -> int | None:
-    """F of the policy's TACO feature (``denoise_with_features``), read from the model's layers; None if
-    this kind of adapter is not known here (the width is then checked when the verifier first scores).
+    """F of the policy's TACO feature (``denoise_with_features``); None if the adapter does not say (the
+    width is then checked when the verifier first scores).
 
-    An adapter may declare it as an int ``feature_dim`` attribute; otherwise: DiffusionAdapter, the UNet
-    bottleneck's channels + the last hidden layer's; MultiTaskDiTAdapter, the transformer's hidden_dim;
-    the flow VLAs, the input width of the action expert's output projection.
+    Every adapter declares it (``DenoisingPolicy.feature_dim``): DiffusionAdapter, the UNet bottleneck's
+    channels + the last hidden layer's; MultiTaskDiTAdapter, the transformer's hidden_dim; the flow VLAs,
+    the input width of the action expert's output projection. None when an adapter does not say.
     """
-    declared = getattr(policy, "feature_dim", None)
-    if isinstance(declared, int):
-        return declared
-    try:
-        unet = getattr(policy, "unet", None)
-        if unet is not None:
-            return int(unet.mid_modules[-1].out_channels) + int(unet.final_conv[0].block[0].out_channels)
-        if getattr(policy, "net", None) is not None and hasattr(getattr(policy, "config", None), "hidden_dim"):
-            return int(policy.config.hidden_dim)
-        proj = getattr(getattr(policy, "model", None), "action_out_proj", None)
-        if proj is not None:
-            return int(proj.in_features)
-    except (AttributeError, IndexError, TypeError, ValueError):
-        pass
-    return None
+    declared = policy.feature_dim
+    return int(declared) if isinstance(declared, int) else None
 
 
 def policy_record(policy: Any, feature_dim: int) -> dict[str, Any]:
     """What verifier.json says about the policy it was fitted to (``check_policy`` compares it)."""
-    path = getattr(policy, "path", None)
+    path = policy.path
     return {
         "name": policy.spec.name, "family": policy.spec.family, "path": None if path is None else str(path),
         "fingerprint": policy_fingerprint(path), "feature_dim": int(feature_dim),
@@ -125,10 +112,10 @@ def check_policy(info: dict, policy: Any, folder: Path, verifier_width: int | No
     """
     recorded = info.get("policy")
     recorded = recorded if isinstance(recorded, dict) else {}
-    hint = f"fit it again with policy-steer fit-verifier --policy {getattr(policy, 'path', None) or '<policy>'}"
+    hint = f"fit it again with policy-steer fit-verifier --policy {policy.path or '<policy>'}"
     reasons = []
     want_fp = recorded.get("fingerprint")
-    have_fp = policy_fingerprint(getattr(policy, "path", None))
+    have_fp = policy_fingerprint(policy.path)
     if want_fp and have_fp and want_fp != have_fp:
         reasons.append("the weights differ (fingerprint)")
     want_shape = recorded.get("action_shape")
@@ -151,7 +138,7 @@ def check_policy(info: dict, policy: Any, folder: Path, verifier_width: int | No
                           f"has no policy fingerprint and no action_shape); {hint}")
     if not want_fp:
         log.warning("the verifier in %s records no policy fingerprint: only its feature width and action shape "
-                    "were checked against %s", folder, getattr(policy, "path", None) or policy.spec.name)
+                    "were checked against %s", folder, policy.path or policy.spec.name)
 
 
 def _int(value: Any) -> int | None:
