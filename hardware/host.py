@@ -115,7 +115,7 @@ class HostOptions:
     telemetry: str | None = None  # bind the robot's telemetry PUB socket here (actions, events), e.g. tcp://127.0.0.1:5557
     trusted_network: bool = False  # allow --estop/--telemetry beyond loopback without --curve_keys (unencrypted: anyone there can stop the arm and read its telemetry)
     metrics_every_s: float = 1.0  # period of the safety_metrics telemetry event (0: only at the end)
-    report: str | None = None  # write the JSON report (episodes, safety figures) to this file
+    report: str | None = None  # write the JSON report (episodes, safety figures) to this file; each episode also goes to <report>.episodes.jsonl as it ends
     records: bool = False  # also write every step and every chunk request into the report
 
     def __post_init__(self) -> None:
@@ -506,6 +506,9 @@ class RobotHost:
         episodes: list[dict[str, Any]] = []
         results: list[Any] = []
         self._records: list[dict[str, Any]] = []
+        if cfg.report:  # this run's episodes log (the report of an earlier run at that path is replaced too)
+            self.episodes_log().parent.mkdir(parents=True, exist_ok=True)
+            self.episodes_log().write_text("")
         safety.start()
         if timer:
             timer.start()
@@ -541,6 +544,8 @@ class RobotHost:
                 results.append(result)
                 if cfg.records:
                     self._records.append(self._episode_records(i, seed, result))
+                if cfg.report:
+                    self._log_episode(summary, self._records[-1] if cfg.records else None)
                 if self.telemetry is not None:
                     self.telemetry.event("episode_end", **{k: v for k, v in summary.items() if not isinstance(v, list)})
                 self._say(summary_line(summary))
@@ -623,6 +628,21 @@ class RobotHost:
         if cfg.records:
             out["records"] = self._records
         return _finite(out)
+
+    def episodes_log(self) -> Path | None:
+        """``<report>.episodes.jsonl``: one line per finished episode (its figures, and with ``--records``
+        its steps and chunk requests), appended and flushed to disk as it ends, so a robot process that
+        is killed keeps every episode it finished; the report at exit has them all again."""
+        return None if not self.cfg.report else Path(self.cfg.report).with_suffix(".episodes.jsonl")
+
+    def _log_episode(self, summary: dict[str, Any], records: dict[str, Any] | None) -> None:
+        path = self.episodes_log()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        line = json.dumps(_finite({"episode": summary, "records": records}), default=_json_default, allow_nan=False)
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(line + "\n")
+            f.flush()
+            os.fsync(f.fileno())
 
     def write_report(self, path: str | Path) -> None:
         p = Path(path)

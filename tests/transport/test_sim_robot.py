@@ -106,8 +106,34 @@ def test_the_virtual_clock_pauses_simulated_time_while_a_chunk_is_computed(serve
     report = json.loads(out.read_text())
     assert report["clock"] == "virtual" and report["watchdog"] is None  # nothing moves while it waits
     assert [e["seed"] for e in report["episodes"]] == [5, 6]
+    logged = [json.loads(line) for line in (tmp_path / "virtual.episodes.jsonl").read_text().splitlines()]
+    assert [e["episode"] for e in logged] == report["episodes"] and [e["records"] for e in logged] == report["records"]
     for ep, rec in zip(report["episodes"], report["records"]):
         chunks = [c for c in rec["chunks"] if c["chunk_id"] is not None]
         assert chunks and all(c["delay_steps"] == 2 for c in chunks)
         assert ep["stall_steps"] == sum(s["chunk_id"] is None for s in rec["steps"]) >= 2
         assert ep["late_ticks"] == 0
+
+
+def test_a_killed_robot_keeps_every_episode_it_finished(served, tmp_path):
+    """Each finished episode is appended to ``<report>.episodes.jsonl`` and flushed as it ends, so a robot
+    process that is SIGKILLed (no report at exit) still leaves its finished episodes on disk."""
+    import time
+
+    out = tmp_path / "killed.json"
+    log = tmp_path / "killed.episodes.jsonl"
+    robot = Proc.cli(
+        "sim-robot", "--task", "push", "--variant", "obstacle", "--server", served.endpoint, "--mode", "sync",
+        "--clock", "virtual", "--episodes", "50", "--seed", "11", "--max_steps", "12",
+        "--report", str(out), "--records", "true",
+    )
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and (not log.exists() or log.read_text().count("\n") < 2):
+        time.sleep(0.1)
+    robot.kill()  # SIGKILL
+    assert not out.exists()  # killed: the report at exit was never written
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    assert len(lines) >= 2, robot.output_tail()
+    assert [e["episode"]["seed"] for e in lines] == list(range(11, 11 + len(lines)))
+    for e in lines:
+        assert e["episode"]["steps"] == len(e["records"]["steps"]) == 12
