@@ -506,9 +506,10 @@ class RobotHost:
         episodes: list[dict[str, Any]] = []
         results: list[Any] = []
         self._records: list[dict[str, Any]] = []
-        if cfg.report:  # this run's episodes log (the report of an earlier run at that path is replaced too)
-            self.episodes_log().parent.mkdir(parents=True, exist_ok=True)
-            self.episodes_log().write_text("")
+        log_path = self.episodes_log()
+        if log_path is not None:  # this run's episodes log (the report of an earlier run at that path is replaced too)
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            log_path.write_text("")
         safety.start()
         if timer:
             timer.start()
@@ -637,7 +638,6 @@ class RobotHost:
 
     def _log_episode(self, summary: dict[str, Any], records: dict[str, Any] | None) -> None:
         path = self.episodes_log()
-        path.parent.mkdir(parents=True, exist_ok=True)
         line = json.dumps(_finite({"episode": summary, "records": records}), default=_json_default, allow_nan=False)
         with open(path, "a", encoding="utf-8") as f:
             f.write(line + "\n")

@@ -38,16 +38,13 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class ServeConfig:
-    policy: str = ""  # lerobot checkpoint folder or hub id
-    trust_checkpoint: bool = False  # load --policy even where it names code to run (see policies/checkpoint_safety.py)
+class ServerOptions:
+    """The options of a policy server process, whatever policy it serves (``serve``, and the fixed-chunk
+    test server of :mod:`~policy_steer.transport.fixed_policy`); :func:`server_config` turns them into a
+    :class:`ServerConfig`."""
+
     bind: str = "tcp://127.0.0.1:5555"  # ROUTER endpoint; tcp://127.0.0.1:* picks a free port
     telemetry: str | None = None  # PUB endpoint, e.g. tcp://127.0.0.1:5556
-    steer: str = "none"  # steering method: none, taco, vls, rtc, or a+b
-    # Settings of the steering method, e.g. '{candidates: 16, verifier: cfn}'; clients may change them with `configure`.
-    steer_settings: dict = field(default_factory=dict)
-    device: str = "cpu"  # torch device of the policy
-    seed: int | None = None  # seed of the sampler's noise (None: random)
     curve_keys: str | None = None  # folder made by `policy-steer keys`
     trusted_network: bool = False  # allow a non-loopback bind without CURVE
     session_timeout_s: float = 30.0  # a session expires after this long without a message
@@ -61,6 +58,17 @@ class ServeConfig:
     max_chunk_s: float = 1.0  # a chunk over this many seconds: the session's next observe is refused until it reconfigures
     verifier_roots: StrList = field(default_factory=StrList)  # folders a client's verifier_path may point under (empty: the policy's folder)
     reward_backends: StrList = field(default_factory=lambda: StrList(DEFAULT_REWARD_BACKENDS))  # VLS reward backends a client may choose
+
+
+@dataclass
+class ServeConfig(ServerOptions):
+    policy: str = ""  # lerobot checkpoint folder or hub id
+    trust_checkpoint: bool = False  # load --policy even where it names code to run (see policies/checkpoint_safety.py)
+    steer: str = "none"  # steering method: none, taco, vls, rtc, or a+b
+    # Settings of the steering method, e.g. '{candidates: 16, verifier: cfn}'; clients may change them with `configure`.
+    steer_settings: dict = field(default_factory=dict)
+    device: str = "cpu"  # torch device of the policy
+    seed: int | None = None  # seed of the sampler's noise (None: random)
 
 
 def build_served_policy(cfg: ServeConfig) -> ServedPolicy:
@@ -82,20 +90,24 @@ def policy_folder(policy: ServedPolicy) -> str | None:
     return policy.folder
 
 
-def serve_limits(cfg: ServeConfig, policy: ServedPolicy | None = None) -> ServerLimits:
-    """The limits of ``cfg`` (ConfigError when the server's own ``--steer_settings`` break them)."""
+def serve_limits(
+    cfg: ServerOptions, policy: ServedPolicy | None = None, default_steer: dict[str, Any] | None = None
+) -> ServerLimits:
+    """The limits of ``cfg`` (ConfigError when the server's own default steering settings break them)."""
     roots = list(cfg.verifier_roots)
     if not roots and policy is not None and policy_folder(policy) is not None:
         roots = [policy_folder(policy)]
     return limits_from_options(
         cfg.max_candidates, cfg.max_particles, cfg.max_num_steps, cfg.max_chunk_s, roots, cfg.reward_backends,
-        default_steer=cfg.steer_settings,
+        default_steer=default_steer,
     )
 
 
-def server_config(cfg: ServeConfig, policy: ServedPolicy | None = None) -> ServerConfig:
+def server_config(
+    cfg: ServerOptions, policy: ServedPolicy | None = None, default_steer: dict[str, Any] | None = None
+) -> ServerConfig:
     return ServerConfig(
-        limits=serve_limits(cfg, policy),
+        limits=serve_limits(cfg, policy, default_steer),
         bind=cfg.bind,
         telemetry=cfg.telemetry,
         telemetry_hwm=cfg.telemetry_hwm,
@@ -203,11 +215,11 @@ def run_serve(cfg: ServeConfig) -> int:
     check_bind(cfg.bind, cfg.curve_keys is not None, cfg.trusted_network)
     if cfg.telemetry:
         check_bind(cfg.telemetry, cfg.curve_keys is not None, cfg.trusted_network)
-    serve_limits(cfg)
+    serve_limits(cfg, default_steer=cfg.steer_settings)
     with StopSignals() as signals:
         try:
             policy = build_served_policy(cfg)
-            server = PolicyServer(policy, server_config(cfg, policy))
+            server = PolicyServer(policy, server_config(cfg, policy, cfg.steer_settings))
             signals.serving()  # from here a signal only sets the stop event
         except Interrupted:
             log.info("stopped by a signal before serving")

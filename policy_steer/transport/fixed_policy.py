@@ -27,6 +27,7 @@ import numpy as np
 
 from policy_steer.config import StrList, parse_config
 from policy_steer.errors import CONTEXT_MISMATCH, ConfigError, SteeringRefused
+from policy_steer.transport.cli import ServerOptions
 from policy_steer.types import (
     OBS_STATE,
     STEP,
@@ -246,13 +247,10 @@ class FixedChunkPolicy:
 
 
 @dataclass
-class FixedServeConfig:
-    """``python -m policy_steer.transport.fixed_policy``: a server around :class:`FixedChunkPolicy`."""
+class FixedServeConfig(ServerOptions):
+    """``python -m policy_steer.transport.fixed_policy``: a server around :class:`FixedChunkPolicy`
+    (the server options are ``serve``'s own)."""
 
-    bind: str = "tcp://127.0.0.1:5555"
-    telemetry: str | None = None
-    curve_keys: str | None = None
-    trusted_network: bool = False
     state_dim: int = 32
     cameras: StrList = field(default_factory=StrList)  # name:HxW, e.g. front:224x224,wrist:480x640
     horizon: int = 16
@@ -262,17 +260,8 @@ class FixedServeConfig:
     echo: bool = False
     fail_task: str | None = None
     trained_task: str | None = None  # an episode context for another task is refused context_mismatch
-    session_timeout_s: float = 30.0
-    max_sessions: int = 64
-    max_batch: int = 1
     delay_per_candidate_s: float = 0.0  # added to delay_s per configured candidate (or particle)
     busy: str = "sleep"  # sleep | torch: how a chunk's delay is spent
-    # the server's limits (policy_steer/transport/limits.py)
-    max_candidates: int = 64
-    max_particles: int = 32
-    max_num_steps: int = 100
-    max_chunk_s: float = 1.0
-    verifier_roots: StrList = field(default_factory=StrList)
 
 
 def _parse_cameras(items: list[str]) -> dict[str, tuple[int, int]]:
@@ -286,9 +275,8 @@ def _parse_cameras(items: list[str]) -> dict[str, tuple[int, int]]:
 
 def main(argv: list[str] | None = None) -> int:
     from policy_steer.errors import PolicySteerError
-    from policy_steer.transport.cli import Interrupted, StopSignals, serve_until_signal
-    from policy_steer.transport.limits import ServerLimits
-    from policy_steer.transport.server import PolicyServer, ServerConfig
+    from policy_steer.transport.cli import Interrupted, StopSignals, serve_until_signal, server_config
+    from policy_steer.transport.server import PolicyServer
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     with StopSignals() as signals:
@@ -301,25 +289,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             if cfg.busy == "torch":
                 import torch  # noqa: F401  (imported before serving, not in the first chunk)
-            server = PolicyServer(
-                policy,
-                ServerConfig(
-                    bind=cfg.bind,
-                    telemetry=cfg.telemetry,
-                    curve_keys=cfg.curve_keys,
-                    trusted_network=cfg.trusted_network,
-                    session_timeout_s=cfg.session_timeout_s,
-                    max_sessions=cfg.max_sessions,
-                    max_batch=cfg.max_batch,
-                    limits=ServerLimits(
-                        max_candidates=cfg.max_candidates,
-                        max_particles=cfg.max_particles,
-                        max_num_steps=cfg.max_num_steps,
-                        max_chunk_s=cfg.max_chunk_s,
-                        verifier_roots=tuple(cfg.verifier_roots),
-                    ),
-                ),
-            )
+            server = PolicyServer(policy, server_config(cfg, policy))
             signals.serving()
         except PolicySteerError as e:
             print(f"fixed_policy: error: {e}", file=sys.stderr)

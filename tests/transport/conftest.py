@@ -13,6 +13,18 @@ FIXED_ARGS = [
 ]
 
 
+@pytest.fixture(scope="session")
+def push_checkpoint(tmp_path_factory):
+    """A tiny random lerobot DiffusionPolicy whose shapes fit ``push`` (delta actions), for a real
+    ``policy-steer serve`` in the sim-robot tests."""
+    from policy_steer import envs
+    from tests.runtime.conftest import build_env_policy
+
+    u = envs.make("push", "obstacle").unwrapped
+    return build_env_policy(tmp_path_factory.mktemp("push_tiny"), u.state_dim, u.state_dim - u.robot_state_dim,
+                            u.action_dim, u.max_step)
+
+
 @pytest.fixture(scope="module")
 def fixed_server():
     server = ServerProcess(FIXED_ARGS)

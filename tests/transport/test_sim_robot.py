@@ -19,17 +19,6 @@ STEPS = 60
 
 
 @pytest.fixture(scope="module")
-def push_checkpoint(tmp_path_factory):
-    """A tiny random lerobot DiffusionPolicy whose shapes fit ``push`` (delta actions)."""
-    from policy_steer import envs
-    from tests.runtime.conftest import build_env_policy
-
-    u = envs.make("push", "obstacle").unwrapped
-    return build_env_policy(tmp_path_factory.mktemp("push_tiny"), u.state_dim, u.state_dim - u.robot_state_dim,
-                            u.action_dim, u.max_step)
-
-
-@pytest.fixture(scope="module")
 def served(push_checkpoint):
     server = ServerProcess(
         ["serve", "--policy", str(push_checkpoint), "--bind", "tcp://127.0.0.1:*", "--telemetry", "tcp://127.0.0.1:*"],

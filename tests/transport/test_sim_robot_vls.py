@@ -17,17 +17,6 @@ from tests.transport.helpers import ServerProcess
 
 
 @pytest.fixture(scope="module")
-def push_checkpoint(tmp_path_factory):
-    """A tiny random lerobot DiffusionPolicy whose shapes fit ``push`` (delta actions)."""
-    from policy_steer import envs
-    from tests.runtime.conftest import build_env_policy
-
-    u = envs.make("push", "obstacle").unwrapped
-    return build_env_policy(tmp_path_factory.mktemp("push_tiny_vls"), u.state_dim, u.state_dim - u.robot_state_dim,
-                            u.action_dim, u.max_step)
-
-
-@pytest.fixture(scope="module")
 def vls_server(push_checkpoint):
     server = ServerProcess(
         ["serve", "--policy", str(push_checkpoint), "--bind", "tcp://127.0.0.1:*", "--steer", "vls",
