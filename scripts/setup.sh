@@ -42,7 +42,7 @@ want=$(cat pyproject.toml setup.py | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     say "installing policy-steer and dependencies into .venv (torch, lerobot, mujoco, robosuite; a few minutes the first time)"
     .venv/bin/python -m pip install -q --upgrade pip
-    .venv/bin/python -m pip install -q -e ".[test]"
+    .venv/bin/python -m pip install -q -e ".[test,ray,ros]"
     # lerobot needs opencv-python-headless, robosuite pulls opencv-python; both write cv2/. Keep only
     # the headless build, installed last, so the result never depends on install order.
     if .venv/bin/python -m pip show -q opencv-python >/dev/null 2>&1; then

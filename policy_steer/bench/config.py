@@ -48,3 +48,13 @@ class BenchConfig:
     # output
     plots: bool = True  # write PNG plots next to the results
     quiet: bool = False  # no progress bar
+
+
+# BenchConfig fields every episode reads in the worker that runs it (not axes: the same in every cell).
+# An executor passes exactly these to policy_steer.bench.worker.init_worker.
+WORKER_OPTIONS = ("trigger", "n_execute", "estimator", "quantize", "sampler_method", "num_steps", "trust_checkpoint")
+
+
+def worker_options(cfg: BenchConfig) -> dict:
+    """The options a worker needs to run any episode of ``cfg`` (plain data: it crosses processes)."""
+    return {k: getattr(cfg, k) for k in WORKER_OPTIONS}

@@ -22,7 +22,7 @@ from typing import Any
 from tqdm import tqdm
 
 from policy_steer.bench.cells import Cell, expand_cells
-from policy_steer.bench.config import BenchConfig
+from policy_steer.bench.config import BenchConfig, worker_options
 from policy_steer.bench.plots import write_plots
 from policy_steer.bench.records import (RECORDS_FILE, Records, RecordWriter, check_unlocked, differences, header_record,
                                         policy_fingerprint, read_records, summary_of)
@@ -141,7 +141,7 @@ def run_bench(cfg: BenchConfig) -> list[dict[str, Any]]:
     # Group a cell's episodes together so that each worker's cached policy is reused.
     all_jobs = [(i, cell, s) for i, cell in enumerate(cells) if owner[i] == i for s in seeds]
     jobs = [j for j in all_jobs if (j[0], j[2]) not in done]
-    opts = {k: getattr(cfg, k) for k in ("trigger", "n_execute", "estimator", "quantize", "sampler_method", "num_steps", "trust_checkpoint")}
+    opts = worker_options(cfg)
     t0 = time.perf_counter()
     with RecordWriter(records_path, header=header, resume_at=resume_at) as writer:
         if done:
