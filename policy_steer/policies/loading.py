@@ -20,6 +20,13 @@ policy types without an adapter, pickle-format files, ``auto_map`` and paths tha
 lerobot and transformers load, :func:`~policy_steer.policies.checkpoint_safety.loading_guard` refuses
 unregistered steps, remote code and non-safetensors weights. ``trust_checkpoint=True`` (the CLI's
 ``--trust_checkpoint true``) lifts both, with a WARNING that names the folder and what was let through.
+
+Devices: a checkpoint's processors remember the device they were saved on (lerobot's training writes
+``device_processor: cuda``). The model goes to ``device``, and so does the pre-processor's device step
+(the inputs must meet the model there); the post-processor's device step is set to ``cpu``, because
+the adapters hand actions to the robot as numpy arrays. A checkpoint trained on a GPU therefore loads
+on a CPU machine, and a CPU checkpoint runs on a GPU with its inputs on the GPU. A device this machine
+does not have is refused before anything is read.
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from policy_steer.errors import CheckpointError
+from policy_steer.errors import CheckpointError, ConfigError
 from policy_steer.policies.base import DenoisingPolicy
 from policy_steer.policies.checkpoint_safety import POLICY_TYPES, StepRule, check_checkpoint, local_folder, loading_guard
 
@@ -71,6 +78,8 @@ def _adapter_for(policy_type: str) -> Callable[..., DenoisingPolicy]:
 
         return DiffusionAdapter
     if policy_type in ("pi0", "pi05", "smolvla"):
+        if policy_type in ("pi0", "pi05"):
+            check_transformers(policy_type)
         from policy_steer.policies.flow_vla import make_vla_adapter
 
         return make_vla_adapter
@@ -79,6 +88,31 @@ def _adapter_for(policy_type: str) -> Callable[..., DenoisingPolicy]:
 
         return MultiTaskDiTAdapter
     raise CheckpointError(f"policy type {policy_type!r} is not supported ({', '.join(POLICY_TYPES)})")
+
+
+# transformers releases lerobot 0.6.1's pi0 / pi05 run with (PaliGemma's attention masks changed after
+# them: 5.17 fails in the forward pass with "create_causal_mask() got an unexpected keyword argument
+# 'cache_position'"). pyproject.toml pins this range; this check speaks to a user who upgraded anyway.
+PI_TRANSFORMERS = ">=5.4,<5.6"
+
+
+def check_transformers(policy_type: str, installed: str | None = None) -> None:
+    """Refuse to build pi0 / pi05 with a transformers outside :data:`PI_TRANSFORMERS` (one line naming
+    both versions and the fix), before a model of several GB is built only to fail at its first chunk."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from packaging.specifiers import SpecifierSet
+
+    if installed is None:
+        try:
+            installed = version("transformers")
+        except PackageNotFoundError as e:
+            raise CheckpointError(f"{policy_type} needs transformers {PI_TRANSFORMERS}, which is not installed") from e
+    if installed not in SpecifierSet(PI_TRANSFORMERS, prereleases=True):
+        raise CheckpointError(
+            f"{policy_type} with lerobot 0.6.1 needs transformers {PI_TRANSFORMERS}, but {installed} is installed "
+            f"(newer releases fail in PaliGemma's attention mask); pip install 'transformers{PI_TRANSFORMERS}'"
+        )
 
 
 def resolve_checkpoint(path_or_repo_id: str | Path) -> Path:
@@ -117,6 +151,7 @@ def load_policy(path_or_repo_id: str | Path, device: str = "cpu", control_hz: fl
     ``trust_checkpoint``: load what the folder names even where it would run code (see the module
     docstring); off by default, and a WARNING names the folder when it is on.
     """
+    device = check_device(device)
     folder = resolve_checkpoint(path_or_repo_id)
     rule = StepRule()
     check_checkpoint(folder, trust_checkpoint, rule)  # before lerobot reads anything in it
@@ -129,6 +164,8 @@ def load_policy(path_or_repo_id: str | Path, device: str = "cpu", control_hz: fl
         raise CheckpointError(f"{folder}/config.json has no policy 'type'")
     make_adapter = _adapter_for(policy_type)
     meta = CheckpointMeta.read(folder)
+    pre_overrides = {**_tokenizer_overrides(folder), **_device_overrides(folder, "policy_preprocessor.json", device)}
+    post_overrides = _device_overrides(folder, "policy_postprocessor.json", "cpu")
 
     from lerobot.configs.policies import PreTrainedConfig
     from lerobot.policies.factory import get_policy_class, make_pre_post_processors
@@ -146,7 +183,8 @@ def load_policy(path_or_repo_id: str | Path, device: str = "cpu", control_hz: fl
                 policy = get_policy_class(policy_type).from_pretrained(folder, config=cfg)
                 policy.to(device)
                 pre, post = make_pre_post_processors(
-                    cfg, pretrained_path=str(folder), preprocessor_overrides=_tokenizer_overrides(folder)
+                    cfg, pretrained_path=str(folder), preprocessor_overrides=pre_overrides,
+                    postprocessor_overrides=post_overrides,
                 )
     except CheckpointError:
         raise
@@ -158,6 +196,44 @@ def load_policy(path_or_repo_id: str | Path, device: str = "cpu", control_hz: fl
     adapter.trained_task = meta.task
     adapter.path = folder
     return adapter
+
+
+def check_device(device: str) -> str:
+    """``device`` as torch names it (``cuda`` -> ``cuda``, ``cuda:1`` stays), or a ConfigError naming what is
+    missing: an unknown device string, CUDA / MPS / XPU that this torch build or machine lacks."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ConfigError(f"--device {device!r} is not a torch device (cpu, cuda, cuda:N, mps, xpu): {e}") from e
+    available = {
+        "cpu": lambda: True,
+        "cuda": torch.cuda.is_available,
+        "mps": torch.backends.mps.is_available,
+        "xpu": lambda: hasattr(torch, "xpu") and torch.xpu.is_available(),
+    }
+    if dev.type not in available:
+        raise ConfigError(f"--device {device!r}: policy-steer runs policies on cpu, cuda, mps or xpu, not {dev.type}")
+    if not available[dev.type]():
+        raise ConfigError(f"--device {device!r}: this machine has no {dev.type} device torch can use "
+                          f"(torch {torch.__version__}); use --device cpu or run where {dev.type} is available")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ConfigError(f"--device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return str(dev)
+
+
+def _device_overrides(folder: Path, pipeline_file: str, device: str) -> dict[str, dict[str, str]]:
+    """Override the pipeline's saved ``device_processor`` step to ``device`` (only when it has one:
+    lerobot refuses an override that names no step)."""
+    try:
+        steps = json.loads((folder / pipeline_file).read_text()).get("steps", [])
+    except (OSError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{folder}/{pipeline_file} is not readable JSON: {e}") from e
+    for step in steps:
+        if step.get("registry_name") == "device_processor":
+            return {"device_processor": {"device": device}}
+    return {}
 
 
 _local_folder = local_folder  # the folder inside the checkpoint a backbone / tokenizer name stands for
