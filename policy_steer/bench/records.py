@@ -3,7 +3,7 @@
 ``policy-steer bench`` appends one record per finished episode to ``<out>/episodes.jsonl`` (JSON lines,
 flushed and fsynced per line), and builds results.json, results.md and the plots from that file alone.
 An interrupted run therefore loses at most the episodes in flight, and ``--resume`` finishes it. Any
-executor (the local worker pool of :mod:`policy_steer.bench.runner` today, a Ray executor later) that
+executor (:mod:`policy_steer.bench.executors`: local worker processes, or Ray actors on a cluster) that
 writes these records can be summarised the same way.
 
 **Format** ``policy-steer-bench-records``, version :data:`VERSION` (= 1). UTF-8, one JSON object per
@@ -32,7 +32,8 @@ value}}`` (strings, except the settings' values). Episode::
      "actions": {"sha256": "<hex>", "steps": 120, "dim": 3, "dtype": "float32"},
      "steer_figures": {"taco.best_score": 0.8, ...},
      "timing": {"chunk_latency_ms": [...], "wall_s": 1.9, "steer_figures": {"vls.overhead_ms": ...}},
-     "worker": "host:pid", "finished": "2026-01-31T12:00:03+00:00"}
+     "worker": "host:pid", "finished": "2026-01-31T12:00:03+00:00",
+     "numerics": {"torch": "2.7.1", "cpu_capability": "AVX2", "threads": 1}}
 
 - ``outcome`` holds the loop's figures of the episode (:meth:`policy_steer.runtime.loop.LoopResult.summary`
   without the latencies); it, ``seed``, ``cell``, ``cell_spec``, ``actions`` and ``steer_figures`` are
@@ -43,7 +44,11 @@ value}}`` (strings, except the settings' values). Episode::
   runs did the same thing, step for step.
 - ``timing`` holds what was measured on the wall clock (chunk compute times, the episode's wall time,
   and every steering figure whose name ends in ``_ms`` or ``_s``); it differs between runs.
-- ``worker`` and ``finished`` say where and when; a reader may ignore them.
+- ``worker`` and ``finished`` say where and when; a reader may ignore them. ``numerics`` (added in the
+  same version; absent from older records) says what decided the floating-point results where the
+  episode ran: the torch version, the CPU kernel family torch dispatched to and the torch thread count.
+  Records of the same episode agree bit for bit when these agree (see :mod:`policy_steer.bench.executors`);
+  when two records differ, compare them first.
 
 **Compatibility**: a reader accepts the versions it knows (:data:`VERSION`) and refuses others by name.
 Adding a key does not change the version; removing one or changing a meaning does. A (cell, seed) pair
@@ -72,9 +77,11 @@ FORMAT = "policy-steer-bench-records"
 VERSION = 1
 RECORDS_FILE = "episodes.jsonl"
 HEADER, EPISODE = "header", "episode"
-# BenchConfig fields that do not change what an episode does: where results go, how many processes run
-# them, what is printed, and the permission to load a checkpoint (issue 14's trust_checkpoint).
-NOT_IDENTITY = ("out", "resume", "overwrite", "workers", "quiet", "plots", "trust_checkpoint")
+# BenchConfig fields that do not change what an episode does: where results go, where and in how many
+# processes they run (a run started locally may be finished on a Ray cluster), what is printed, and the
+# permission to load a checkpoint (issue 14's trust_checkpoint), and which episodes are recorded as bags.
+NOT_IDENTITY = ("out", "resume", "overwrite", "workers", "executor", "ray_address", "episode_retries", "quiet", "plots",
+                "trust_checkpoint", "record_bag", "record_episodes")
 TIMING_SUFFIXES = ("_ms", "_s")  # steering figures with these name endings are wall-clock measurements
 _BIG_FILE = 64 * 1024 * 1024  # files above this are fingerprinted by size and their first and last 4 MiB
 
@@ -118,13 +125,22 @@ def episode_record(cell_index: int, cell: Any, seed: int, result: Any, steer_fig
         "outcome": summary, "actions": actions_digest(result.records),
         "steer_figures": {k: v for k, v in steer_figures.items() if k not in measured},
         "timing": {"chunk_latency_ms": latencies, "wall_s": float(wall_s), "steer_figures": measured},
-        "worker": f"{socket.gethostname()}:{os.getpid()}", "finished": _now(),
+        "worker": f"{socket.gethostname()}:{os.getpid()}", "finished": _now(), "numerics": numerics(),
     })
 
 
+def numerics() -> dict[str, Any]:
+    """What decides this process's floating-point results besides the inputs (the ``numerics`` of a record)."""
+    import torch
+
+    return {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "threads": torch.get_num_threads()}
+
+
 def comparable(record: dict[str, Any]) -> dict[str, Any]:
-    """An episode record without what differs between runs of the same configuration (timing, where, when)."""
-    return {k: v for k, v in record.items() if k not in ("timing", "worker", "finished")}
+    """An episode record without what differs between runs of the same configuration (timing, where, when,
+    on which numerics)."""
+    return {k: v for k, v in record.items() if k not in ("timing", "worker", "finished", "numerics")}
 
 
 def summary_of(record: dict[str, Any]) -> dict[str, Any]:
@@ -157,10 +173,17 @@ def policy_fingerprint(folder: str | Path) -> str:
 class RecordWriter:
     """Appends records to ``path``, one line each, flushed and fsynced; holds an exclusive lock on the
     file so that two benchmarks never write one folder. ``header``: start a new file with it;
-    ``resume_at``: continue an existing file, cut to that many bytes (its complete lines)."""
+    ``resume_at``: continue an existing file, cut to that many bytes (its complete lines); ``written``:
+    the (cell, seed) pairs those lines hold.
 
-    def __init__(self, path: str | Path, header: dict[str, Any] | None = None, resume_at: int | None = None) -> None:
+    An episode is written once: a second record of a (cell, seed) pair (an episode re-run after its
+    worker was reported dead although it had finished) is dropped and counted in :attr:`duplicates`."""
+
+    def __init__(self, path: str | Path, header: dict[str, Any] | None = None, resume_at: int | None = None,
+                 written: set[tuple[int, int]] | None = None) -> None:
         self.path = Path(path)
+        self.written: set[tuple[int, int]] = set(written or ())
+        self.duplicates = 0
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._f = self.path.open("a+b")  # not "wb": nothing is cut before the lock is held
         try:
@@ -173,11 +196,19 @@ class RecordWriter:
             self._f.close()
             raise
 
-    def append(self, record: dict[str, Any]) -> None:
+    def append(self, record: dict[str, Any]) -> bool:
+        """Write ``record``; False (nothing written) for an episode whose (cell, seed) is written already."""
+        if record.get("record") == EPISODE:
+            key = (record["cell"], record["seed"])
+            if key in self.written:
+                self.duplicates += 1
+                return False
+            self.written.add(key)
         line = json.dumps(_plain(record), allow_nan=False, separators=(",", ":")) + "\n"
         self._f.write(line.encode())
         self._f.flush()
         os.fsync(self._f.fileno())
+        return True
 
     def close(self) -> None:
         self._f.close()
@@ -268,9 +299,13 @@ def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     configuration field by name, else the grid or the seeds, else the policies' fingerprints."""
     diffs = []
     oc, nc = old.get("config") or {}, new.get("config") or {}
-    for k in sorted(set(oc) | set(nc)):
-        if oc.get(k, "<unset>") != nc.get(k, "<unset>"):
-            diffs.append(f"--{k} {_show(nc.get(k, '<unset>'))} (the run has {_show(oc.get(k, '<unset>'))})")
+    for k in sorted((set(oc) | set(nc)) - set(NOT_IDENTITY)):  # a header may predate a field's move to NOT_IDENTITY
+        if k not in oc:
+            # A field added since the run began: its default may not mean what the run did (e.g. the estimator
+            # "auto" picks differently), so the run is not resumed under it.
+            diffs.append(f"--{k} {_show(nc.get(k))} (the run was recorded before this option existed)")
+        elif oc.get(k) != nc.get(k, "<unset>"):
+            diffs.append(f"--{k} {_show(nc.get(k, '<unset>'))} (the run has {_show(oc.get(k))})")
     if diffs:
         return diffs
     if old.get("seeds") != new.get("seeds"):

@@ -1,20 +1,24 @@
-"""Run a benchmark grid: seeded episodes of every cell in parallel worker processes.
+"""Run a benchmark grid: seeded episodes of every cell, on an executor (:mod:`policy_steer.bench.executors`:
+local worker processes by default, or Ray actors on this machine or a cluster with ``--executor ray``).
 
-Every finished episode is appended to ``<out>/episodes.jsonl`` (:mod:`policy_steer.bench.records`) at
-once; results.json, results.md and the plots are built from that file at the end. A folder that holds
-results is refused unless ``--resume true`` (finish the run recorded there: the same configuration,
-its recorded episodes skipped; another configuration is refused naming the difference) or
-``--overwrite true`` (delete its results, then run).
+The runner alone writes: every finished episode is appended to ``<out>/episodes.jsonl``
+(:mod:`policy_steer.bench.records`) at once, whichever executor ran it; results.json, results.md and the
+plots are built from that file at the end. A folder that holds results is refused unless ``--resume
+true`` (finish the run recorded there: the same configuration, its recorded episodes skipped; another
+configuration is refused naming the difference) or ``--overwrite true`` (delete its results, then run).
+The executor and the number of workers are not part of a run's configuration: a run started locally
+can be finished on a cluster, and gives the same records (see :mod:`policy_steer.bench.executors` for
+why, and where floating point could break it).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import multiprocessing as mp
 import shlex
 import sys
 import time
+from contextlib import ExitStack
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -22,12 +26,12 @@ from typing import Any
 from tqdm import tqdm
 
 from policy_steer.bench.cells import Cell, expand_cells
-from policy_steer.bench.config import BenchConfig, worker_options
+from policy_steer.bench.config import BenchConfig
+from policy_steer.bench.executors import make_executor
 from policy_steer.bench.plots import write_plots
 from policy_steer.bench.records import (RECORDS_FILE, Records, RecordWriter, check_unlocked, differences, header_record,
                                         policy_fingerprint, read_records, summary_of)
 from policy_steer.bench.results import markdown_table, run_entry, write_results
-from policy_steer.bench.worker import init_worker, run_job
 from policy_steer.errors import CheckpointError, ConfigError
 from policy_steer.policies.loading import resolve_checkpoint
 
@@ -105,8 +109,6 @@ def run_bench(cfg: BenchConfig) -> list[dict[str, Any]]:
     state = out_state(cfg)
     cells = expand_cells(cfg)
     check_cells(cells)
-    if cfg.workers < 1:
-        raise ConfigError(f"--workers must be >= 1, got {cfg.workers}")
     seeds = list(range(cfg.seed_start, cfg.seed_start + cfg.episodes))
     out = Path(cfg.out)
     records_path = out / RECORDS_FILE
@@ -114,6 +116,7 @@ def run_bench(cfg: BenchConfig) -> list[dict[str, Any]]:
     if cfg.verifier_path:
         policies[str(Path(cfg.verifier_path))] = policy_fingerprint(cfg.verifier_path)
     header = header_record(cfg, cells, seeds, policies, _command())
+    executor = make_executor(cfg, policies)  # bad executor options (or no Ray) are refused before anything is written
     done: set[tuple[int, int]] = set()
     resume_at = None
     if state == "resume":
@@ -126,6 +129,9 @@ def run_bench(cfg: BenchConfig) -> list[dict[str, Any]]:
                 log.warning("%s: the last record was cut off (an episode in flight when the run was stopped); it runs again",
                             records_path)
             done, resume_at, header = previous.done(), previous.complete_bytes, None
+            if previous.duplicates:
+                log.warning("%s holds %d second records of an episode; the first of each is used", records_path,
+                            previous.duplicates)
     elif state == "overwrite":
         check_unlocked(records_path)
         for name in RESULT_FILES:
@@ -141,27 +147,22 @@ def run_bench(cfg: BenchConfig) -> list[dict[str, Any]]:
     # Group a cell's episodes together so that each worker's cached policy is reused.
     all_jobs = [(i, cell, s) for i, cell in enumerate(cells) if owner[i] == i for s in seeds]
     jobs = [j for j in all_jobs if (j[0], j[2]) not in done]
-    opts = worker_options(cfg)
     t0 = time.perf_counter()
-    with RecordWriter(records_path, header=header, resume_at=resume_at) as writer:
+    first_s = None  # time to the first recorded episode
+    with ExitStack() as stack:
+        if jobs:  # workers started (or the cluster joined) before anything is written: a failure leaves --out as it was
+            stack.enter_context(executor)
+        writer = stack.enter_context(RecordWriter(records_path, header=header, resume_at=resume_at, written=done))
         if done:
             log.info("--resume: %d of %d episodes are recorded in %s; running the other %d",
                      len(all_jobs) - len(jobs), len(all_jobs), records_path, len(jobs))
         bar = tqdm(total=len(all_jobs), initial=len(all_jobs) - len(jobs),
                    desc=f"bench {len(cells)} cells x {len(seeds)} episodes", unit="ep", disable=cfg.quiet, file=sys.stderr)
         try:
-            if not jobs:
-                pass
-            elif cfg.workers == 1:
-                init_worker(opts)
-                for job in jobs:
-                    writer.append(run_job(job)[1])
+            for record in executor.episodes(jobs):
+                if writer.append(record):  # False: a second record of an episode, dropped
                     bar.update()
-            else:
-                with mp.get_context("spawn").Pool(cfg.workers, initializer=init_worker, initargs=(opts,)) as pool:
-                    for _, record in pool.imap_unordered(run_job, jobs, chunksize=1):
-                        writer.append(record)
-                        bar.update()
+                    first_s = time.perf_counter() - t0 if first_s is None else first_s
         except BaseException as e:  # Ctrl-C, or an episode that failed: what finished stays recorded
             bar.close()
             why = "interrupted" if isinstance(e, KeyboardInterrupt) else "stopped by an error"
@@ -171,7 +172,9 @@ def run_bench(cfg: BenchConfig) -> list[dict[str, Any]]:
         bar.close()
     runs, meta = summarize(records_path, cells, owner)
     meta.update({"command": _command(), "config": {k: (list(v) if isinstance(v, list) else v) for k, v in asdict(cfg).items()},
-                 "wall_s": time.perf_counter() - t0, "episodes_resumed": len(all_jobs) - len(jobs)})
+                 "wall_s": time.perf_counter() - t0, "episodes_resumed": len(all_jobs) - len(jobs),
+                 "executor": executor.name, "first_episode_s": first_s, "episodes_rerun": executor.rerun,
+                 "duplicate_records_dropped": writer.duplicates})
     json_path, md_path = write_results(out, runs, meta)
     if cfg.plots:
         write_plots(runs, out)
