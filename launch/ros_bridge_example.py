@@ -23,6 +23,12 @@ ROS node (rclpy, or a C++ node written from docs/protocol.md) would do, minus th
         --robot_telemetry tcp://127.0.0.1:5557 --rate 10 --steps 100 --json bridge.json \\
         --instruction "push the block onto the target" --scene scene.json
 
+To *see* a run as ROS 2 data rather than bridge one, no bridge is needed: ``--record_bag DIR`` on
+``bench``, ``sim-robot``, ``robot`` and ``serve`` writes standard ROS 2 bags (rosbag2 folders, MCAP:
+``/joint_states``, ``/tf``, camera images, every TACO candidate and VLS particle as markers,
+``/diagnostics``) that ``ros2 bag play``, RViz and Foxglove read, and ``--foxglove PORT`` serves the same
+topics live (``policy_steer/recording/``, ``docs/foxglove_layout.json``, ``policy-steer bag summary DIR``).
+
 It prints ``ros-bridge: welcome ...`` once the server answered (a readiness line for ``policy-steer
 launch``) and a summary at the end; SIGINT or SIGTERM end it cleanly.
 """

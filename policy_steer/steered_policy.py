@@ -26,6 +26,12 @@ class SteeredPolicy:
     context (:class:`~policy_steer.errors.SteeringRefused` otherwise, and nothing changes), clears the
     history, reseeds and tells the strategies; ``update_context(context)`` hands them the scene as it
     is now. Every chunk's ``info["strategies"]`` maps each strategy to whether it acted on the chunk.
+
+    ``keep_candidates`` (off by default; a recorder turns it on): every chunk's info also holds
+    ``candidate_actions``, float32 [M, H, A] in policy output units (row ``info["winner"]`` is the
+    chunk), and ``ancestry`` [M] (which initial sample each candidate descends from after resampling),
+    so that each candidate can be drawn with its score (``info["steer"][strategy]["scores"]``). It only
+    copies what the sampler already computed: the chunk and the noise stream are the same either way.
     """
 
     def __init__(
@@ -47,6 +53,7 @@ class SteeredPolicy:
         self.method_settings: dict[str, Any] = {}
         self._default = ("none", {})
         self.context: EpisodeContext | None = None  # the current episode's (None: no episode started)
+        self.keep_candidates = False  # also return every candidate's actions in the chunk's info (class docstring)
 
     @classmethod
     def from_method(
@@ -245,6 +252,10 @@ class SteeredPolicy:
         }
         for name, sc in result.scores.items():
             info["steer"].setdefault(name, {})["scores"] = sc
+        if self.keep_candidates:
+            every = policy.unnormalize_actions(result.x0[:, policy.chunk_slice]).cpu().numpy().astype(np.float32)
+            info["candidate_actions"] = every  # [M, H, A]; types.RECORDING_ONLY_INFO: never sent over the wire
+            info["ancestry"] = list(result.ancestry)
         return Chunk(actions=actions, start_step=step, info=info)
 
     def _prefix_tensor(self, prefix: np.ndarray) -> torch.Tensor:

@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("policy_steer.transport.cli", "serve a steered policy over ZeroMQ (docs/protocol.md v2)"),
     "keys": ("policy_steer.transport.cli", "make CURVE key pairs and the client allow-list for serve"),
     "synthesize": ("policy_steer.cli.synthesize", "print the reward program (JSON) for the scene of a task variant"),
+    "bag summary": ("policy_steer.cli.bag", "what a recorded ROS 2 bag (or a folder of them) holds: topics, counts, duration, outcome"),
     "launch": ("policy_steer.launch.cli", "start the processes of a launch/*.yaml, check their health, stop them cleanly"),
     # hardware: module paths only (the core never imports policy_steer.hardware)
     "robot": ("policy_steer.hardware.cli", "the robot host on an arm: driver + safety layer + policy server"),

@@ -69,6 +69,14 @@ class ServeConfig(ServerOptions):
     steer_settings: dict = field(default_factory=dict)
     device: str = "cpu"  # torch device of the policy
     seed: int | None = None  # seed of the sampler's noise (None: random)
+    record_bag: str | None = None  # write one ROS 2 bag (rosbag2 folder, MCAP) per session-episode under this new folder
+    foxglove: int | None = None  # serve the live view (Foxglove WebSocket) of every session on this port (0: a free one)
+    foxglove_host: str = "127.0.0.1"  # --foxglove binds here (beyond loopback only with --trusted_network: no authentication)
+
+    def __post_init__(self) -> None:
+        from policy_steer.recording.options import check_recording_options
+
+        check_recording_options(self.record_bag, self.foxglove, self.foxglove_host, self.trusted_network)
 
 
 def build_served_policy(cfg: ServeConfig) -> ServedPolicy:
@@ -82,7 +90,25 @@ def build_served_policy(cfg: ServeConfig) -> ServedPolicy:
     if not cfg.policy:
         raise ConfigError("--policy is required (a lerobot checkpoint folder or hub id)")
     base = load_policy(cfg.policy, device=cfg.device, trust_checkpoint=cfg.trust_checkpoint)
-    return SteeredPolicy.from_method(base, cfg.steer, dict(cfg.steer_settings), seed=cfg.seed)
+    steered = SteeredPolicy.from_method(base, cfg.steer, dict(cfg.steer_settings), seed=cfg.seed)
+    # a recording draws every candidate: the policy keeps them in the chunk's info (never sent; same chunks)
+    steered.keep_candidates = cfg.record_bag is not None or cfg.foxglove is not None
+    return steered
+
+
+def build_recording(cfg: ServeConfig, hz: float):
+    """``--record_bag`` / ``--foxglove``: the server's recording (None: neither)."""
+    if cfg.record_bag is None and cfg.foxglove is None:
+        return None
+    from policy_steer.recording import LiveView
+    from policy_steer.recording.serve import ServerRecording
+
+    live = None
+    if cfg.foxglove is not None:
+        live = LiveView(cfg.foxglove, cfg.foxglove_host, name="policy-steer serve")
+        live.advertise()
+        log.info("live view: Foxglove on ws://%s:%d", cfg.foxglove_host, live.port)
+    return ServerRecording(cfg.record_bag, live, hz, say=lambda line: log.warning("%s", line))
 
 
 def policy_folder(policy: ServedPolicy) -> str | None:
@@ -219,7 +245,8 @@ def run_serve(cfg: ServeConfig) -> int:
     with StopSignals() as signals:
         try:
             policy = build_served_policy(cfg)
-            server = PolicyServer(policy, server_config(cfg, policy, cfg.steer_settings))
+            server = PolicyServer(policy, server_config(cfg, policy, cfg.steer_settings),
+                                  recording=build_recording(cfg, policy.spec.control_hz))
             signals.serving()  # from here a signal only sets the stop event
         except Interrupted:
             log.info("stopped by a signal before serving")

@@ -89,7 +89,7 @@ from policy_steer.transport.scheduler import (
 )
 from policy_steer.transport.ratelog import RateLimitedLog
 from policy_steer.transport.sessions import Session
-from policy_steer.types import STAMP, STEP, TASK, Chunk, EpisodeContext, PolicySpec
+from policy_steer.types import RECORDING_ONLY_INFO, STAMP, STEP, TASK, Chunk, EpisodeContext, PolicySpec
 
 log = logging.getLogger(__name__)
 
@@ -243,6 +243,7 @@ class InferenceWorker(threading.Thread):
         self.in_force: dict[str, Any] = {}  # what configure returned for them
         self.batch_sizes: list[int] = []
         self._known: dict[str, Session] = {}  # sessions the batching policy has seen
+        self.recording = None  # serve --record_bag/--foxglove: a policy_steer.recording.serve.ServerRecording
         self._stopping = threading.Event()
 
     def stop(self) -> None:
@@ -437,6 +438,8 @@ class InferenceWorker(threading.Thread):
         session.explicit = True
         session.context = job.context
         session.last_step = None
+        if self.recording is not None:
+            self.recording.episode(session.id, session.episode, job.context)
         header = {
             "type": EPISODE_STARTED,
             "seq": self.next_seq(),
@@ -520,6 +523,8 @@ class InferenceWorker(threading.Thread):
         )
         t1 = time.monotonic()
         session.last_step = job.step
+        if self.recording is not None and isinstance(chunk, Chunk):  # queued for its writer: never waits
+            self.recording.observed(session.id, session.episode, obs, chunk, t1 - job.received)
         over = self._judge_budget([session], t1 - t0)
         self._reply_chunk(job, chunk, t0, t1, over_budget=over)
 
@@ -575,7 +580,8 @@ class InferenceWorker(threading.Thread):
     ) -> None:
         session = job.session
         actions = self._checked_actions(chunk)
-        info = to_wire(chunk.info) if isinstance(chunk.info, dict) else {}
+        # what a recording reads here (every candidate's actions) stays here: protocol v2's info is unchanged
+        info = to_wire({k: v for k, v in chunk.info.items() if k not in RECORDING_ONLY_INFO}) if isinstance(chunk.info, dict) else {}
         info.setdefault("latency_ms", (t1 - t0) * 1e3)
         if not isinstance(info.get("steer"), dict):
             info["steer"] = {}

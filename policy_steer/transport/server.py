@@ -80,7 +80,7 @@ from policy_steer.transport.scheduler import CONFIGURE_JOB, CONTEXT_JOB, EPISODE
 from policy_steer.transport.security import CurveServer, check_bind
 from policy_steer.transport.sessions import Session, SessionTable
 from policy_steer.transport.telemetry import TelemetryPublisher
-from policy_steer.types import OBS_STATE
+from policy_steer.types import OBS_STATE, ExecutedStep
 
 log = logging.getLogger(__name__)
 
@@ -131,8 +131,11 @@ class PolicyServer:
     ``endpoint`` / ``telemetry_endpoint`` are the bound addresses (``tcp://127.0.0.1:*`` picks a port).
     """
 
-    def __init__(self, policy: ServedPolicy, config: ServerConfig | None = None) -> None:
+    def __init__(self, policy: ServedPolicy, config: ServerConfig | None = None, recording: Any = None) -> None:
+        """``recording``: a :class:`policy_steer.recording.serve.ServerRecording` (``serve --record_bag``,
+        ``--foxglove``) that sees every episode, observation, chunk and executed step; ended by ``stop``."""
         check_served_policy(policy)
+        self.recording = recording
         self.policy = policy
         self.config = cfg = config or ServerConfig()
         self.spec = policy.spec
@@ -183,6 +186,7 @@ class PolicyServer:
             self.policy, self.queue, self._post, lambda: next(self._seq), max_batch=cfg.max_batch,
             limits=cfg.limits, errors_log=self.errors_log,
         )
+        self.worker.recording = self.recording
         self.worker.start()
         security = (
             f"CURVE, {self.curve.n_allowed} allowed client key(s)"
@@ -241,6 +245,8 @@ class PolicyServer:
         if sockets_closed and not self.context.closed:
             self.context.term()  # the inference thread holds no socket: this never waits on it
         self.errors_log.flush(force=True)
+        if self.recording is not None:
+            self.recording.close("the server stopped", timeout_s=left() + 5.0)  # every bag gets its metadata
         self.stopped_cleanly = sockets_closed and (worker is None or not worker.is_alive())
         if not self.stopped_cleanly:
             log.warning(
@@ -611,6 +617,13 @@ class PolicyServer:
         arrays = self._check_executed(msg)
         session.executed += 1
         self.stats.executed += 1
+        if self.recording is not None:
+            start = msg.get("chunk_start_step")
+            self.recording.executed(session.id, session.episode, ExecutedStep(
+                step=int(msg.get("step")), action=arrays["action"], commanded=arrays["commanded"],
+                state=arrays.get("state"), chunk_start_step=start, index=msg.get("index"), safety=msg.get("safety"),
+                stamp=float(msg.get("stamp")),
+            ))
         if self.pub is not None:
             start = msg.get("chunk_start_step")
             self.pub.publish(
@@ -628,6 +641,8 @@ class PolicyServer:
             )
 
     def _close_session(self, session: Session, why: str) -> None:
+        if self.recording is not None:
+            self.recording.end_session(session.id, why)
         for job in self.queue.drop_session(session):
             job.frames = []
             self._reply_error(
