@@ -43,7 +43,8 @@ for _task, _id in TASKS.items():
 
 def make(task: str, variant: str = "nominal", **kwargs) -> TaskEnv:
     """A new ``task`` env in ``variant``; ``kwargs`` go to the env (``cameras``, ``image_size``,
-    ``action_mode``, ...). Unknown names raise :class:`~policy_steer.errors.ConfigError`."""
+    ``action_mode``, ``variant_params={"obstacle.height": 0.08}`` (the variant's parameters:
+    :mod:`policy_steer.envs.variants`), ...). Unknown names raise :class:`~policy_steer.errors.ConfigError`."""
     if task not in TASKS:
         raise ConfigError(f"unknown task {task!r}; use one of {list(TASKS)}")
     if variant not in VARIANTS:

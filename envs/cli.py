@@ -1,8 +1,10 @@
 """``policy-steer envs list`` and ``policy-steer envs show``.
 
 ``envs list`` prints a table of the tasks: gymnasium id, variants, state / environment-state / action
-dims, control rate, episode limit, instruction. ``envs show`` renders a picture of a task variant
-after a seeded reset (``--out shot.png``) and, with ``--video out.mp4``, an episode of the scripted
+dims, control rate, episode limit, instruction, and every variant's parameters (name, default, range,
+meaning; :mod:`policy_steer.envs.variants`). ``envs show`` renders a picture of a task variant after a
+seeded reset (``--out shot.png``), at any parameter setting (``--variant_params
+"obstacle.height=0.22;obstacle.width=0.2"``), and, with ``--video out.mp4``, an episode of the scripted
 expert (H.264 through PyAV).
 """
 
@@ -27,6 +29,8 @@ class ListConfig:
 class ShowConfig:
     task: str = "push"  # reach | push | pick-place | lift
     variant: str = "nominal"  # nominal | obstacle | shifted-surface | clutter | moving-goal
+    # the variant's parameters, "name=value" joined by ";" (e.g. "obstacle.height=0.22"); see `envs list`
+    variant_params: str = ""
     seed: int = 0  # seed of the reset
     out: str = "shot.png"  # picture after the reset ("" for none)
     video: str = ""  # an .mp4 of the scripted expert's episode ("" for none)
@@ -40,6 +44,16 @@ def describe_task(task: str) -> dict[str, Any]:
 
     row: dict[str, Any] = {"task": task, "id": TASKS[task], "variants": list(VARIANTS)}
     try:
+        from gymnasium.envs.registration import load_env_creator
+
+        from policy_steer.envs import ENTRY_POINTS
+
+        defaults = load_env_creator(ENTRY_POINTS[task]).default_variant_params
+        row["variant_params"] = {v: type(p).describe() for v, p in defaults.items()}
+        # a task's own defaults may differ from the dataclass's (moving-goal's steps): list the task's
+        for v, p in defaults.items():
+            for r in row["variant_params"][v]:
+                r["default"] = p.as_dict()[r["name"]]
         env = make(task)
     except Exception as e:  # e.g. lift without a working robosuite: list it, say why
         row["error"] = f"{type(e).__name__}: {e}"
@@ -94,6 +108,16 @@ def run_list(cfg: ListConfig) -> int:
             continue
         layout = ", ".join(f"{k}[{a}:{b}]" for k, (a, b) in r["state_layout"].items())
         console.print(f"{r['task']}: {r['instruction']!r}; state {layout}", markup=False)
+    params = Table(title="variant parameters (make(task, variant, variant_params={name: value}); "
+                         "bench --variant_params name=v1,v2; envs show --variant_params name=v)")
+    for col in ("task", "variant", "parameter", "default", "range", "meaning"):
+        params.add_column(col, no_wrap=col != "meaning")
+    for r in rows:
+        for variant, ps in (r.get("variant_params") or {}).items():
+            for p in ps:
+                lo, hi = p["range"]
+                params.add_row(r["task"], variant, p["name"], f"{p['default']:g}", f"[{lo:g}, {hi:g}] {p['unit']}".rstrip(), p["doc"])
+    console.print(params)
     return 0
 
 
@@ -129,7 +153,13 @@ def run_show(cfg: ShowConfig) -> int:
     if len(cfg.size) != 2 or min(cfg.size) < 8:
         raise ConfigError(f"--size must be height,width (each >= 8), got {list(cfg.size)}")
     size = (int(cfg.size[0]), int(cfg.size[1]))
-    env = make(cfg.task, cfg.variant, render_size=size)
+    params = {}
+    for part in filter(None, (p.strip() for p in cfg.variant_params.split(";"))):
+        name, eq, value = part.partition("=")
+        if not eq:
+            raise ConfigError(f"--variant_params: {part!r} is not name=value")
+        params[name.strip()] = value.strip()
+    env = make(cfg.task, cfg.variant, render_size=size, variant_params=params)
     u = env.unwrapped
 
     def frame() -> np.ndarray:
@@ -141,7 +171,9 @@ def run_show(cfg: ShowConfig) -> int:
     obs, _ = env.reset(seed=cfg.seed)
     if cfg.out:
         write_png(frame(), cfg.out)
-        print(f"wrote {cfg.out} ({cfg.task}/{cfg.variant}, seed {cfg.seed}, camera {cfg.camera})")
+        shown = ", ".join(f"{k}={v:g}" for k, v in (u.variant_params.as_dict() if u.variant_params else {}).items())
+        print(f"wrote {cfg.out} ({cfg.task}/{cfg.variant}, seed {cfg.seed}, camera {cfg.camera}"
+              + (f"; {shown}" if shown else "") + ")")
     if cfg.video:
         expert = make_expert(cfg.task)
         expert.reset(env, cfg.seed)

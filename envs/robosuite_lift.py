@@ -109,10 +109,11 @@ from robosuite.utils.mjcf_utils import CustomMaterial  # noqa: E402
 
 from policy_steer.envs.base import ROBOT_SLICES, VARIANTS, TaskEnv  # noqa: E402
 from policy_steer.scene import Scene, SceneObject  # noqa: E402
-from policy_steer.envs.variants import SHIFTS, ring_positions, surface_offset  # noqa: E402
+from policy_steer.envs.variants import Clutter, SurfaceShift, VariantParams, resolve_params, ring_positions, surface_offset  # noqa: E402
 from policy_steer.errors import ConfigError  # noqa: E402
 
 ACTION_MODES = ("delta", "absolute")
+_CLUTTER = Clutter()  # clutter's spacing and knock distance (lift's distractors are its own, not parameters)
 CAMERAS: dict[str, str] = {"front": "agentview", "wrist": "robot0_eye_in_hand"}  # our name -> robosuite's
 
 CONTROL_HZ = 20.0
@@ -343,6 +344,9 @@ class LiftEnv(TaskEnv):
     instruction = "lift the red cube above the green marker"
     control_hz = CONTROL_HZ
     default_max_episode_steps: ClassVar[int] = 200
+    # Only the table shift is a parameter here; lift's obstacle, distractors and marker jump keep their
+    # own constants (above), and a parameter for them is refused by name.
+    default_variant_params: ClassVar[dict[str, VariantParams]] = {"shifted-surface": SurfaceShift()}
 
     def __init__(
         self,
@@ -354,9 +358,11 @@ class LiftEnv(TaskEnv):
         render_size: tuple[int, int] = (240, 320),
         max_step: float = 0.015,
         max_episode_steps: int | None = None,
+        variant_params: dict[str, Any] | VariantParams | None = None,
     ) -> None:
         if variant not in VARIANTS:
             raise ConfigError(f"unknown variant {variant!r} for task 'lift'; use one of {list(VARIANTS)}")
+        self.variant_params = resolve_params("lift", variant, self.default_variant_params, variant_params)
         if action_mode not in ACTION_MODES:
             raise ConfigError(f"unknown action_mode {action_mode!r}; use one of {list(ACTION_MODES)}")
         cameras = tuple(cameras)
@@ -423,7 +429,7 @@ class LiftEnv(TaskEnv):
             low = np.array([-self.max_step] * 3 + [-1.0], dtype=np.float32)
             high = np.array([self.max_step] * 3 + [1.0], dtype=np.float32)
         else:  # absolute targets: the workspace box over every table shift
-            shift = SHIFTS.surface_xy[1], SHIFTS.surface_z[1]
+            shift = self.default_variant_params["shifted-surface"].largest if variant != "shifted-surface" else self.variant_params.largest
             low = np.array([*WORKSPACE_LOW[:2], TABLE_TOP - shift[1] + WORKSPACE_LOW[2], -1.0], dtype=np.float32)
             high = np.array([*WORKSPACE_HIGH[:2], TABLE_TOP + shift[1] + WORKSPACE_HIGH[2], 1.0], dtype=np.float32)
         self.action_space = gym.spaces.Box(low, high, dtype=np.float32)
@@ -472,7 +478,7 @@ class LiftEnv(TaskEnv):
         joints = self._init_qpos + base.normal(0.0, JOINT_NOISE, size=7)
         cube_xy = base.uniform(-CUBE_XY_RANGE, CUBE_XY_RANGE, size=2)
         yaw = float(base.uniform(0.0, 2 * np.pi))
-        off = surface_offset(shift) if self.variant == "shifted-surface" else np.zeros(3)
+        off = surface_offset(shift, self.variant_params) if self.variant == "shifted-surface" else np.zeros(3)
         top = TABLE_TOP + off[2]
         cube = np.array([off[0] + cube_xy[0], off[1] + cube_xy[1], top + CUBE_HALF])
         lay = LiftLayout(table_offset=off, joint_pos=joints, cube_pos=cube, cube_quat=_yaw_quat(yaw), target_height=top + LIFT_HEIGHT)
@@ -481,7 +487,7 @@ class LiftEnv(TaskEnv):
             lay.obstacle = np.array([cube[0] - back, cube[1] + shift.uniform(-0.01, 0.01), top + OBSTACLE_HALF[2]])
         elif self.variant == "clutter":
             n = len(DISTRACTOR_HALVES)
-            xy = ring_positions(shift, cube, n, DISTRACTOR_RING, SHIFTS.distractor_spacing, np.array([-1.0, 0.0]), DISTRACTOR_FREE_HALF_ANGLE)
+            xy = ring_positions(shift, cube, n, DISTRACTOR_RING, _CLUTTER.spacing, np.array([-1.0, 0.0]), DISTRACTOR_FREE_HALF_ANGLE)
             yaws = shift.uniform(-np.pi, np.pi, size=n)
             lay.distractors = np.array([[*p, top + h[2], *_yaw_quat(a)] for p, h, a in zip(xy, DISTRACTOR_HALVES, yaws)])
         elif self.variant == "moving-goal":
@@ -555,7 +561,7 @@ class LiftEnv(TaskEnv):
         if self._distractor_start is None:
             return None
         moved = np.linalg.norm(self.data.xpos[self._rs.distractor_body_ids] - self._distractor_start, axis=1)
-        return "collision:distractor" if np.any(moved > SHIFTS.knock_distance) else None
+        return "collision:distractor" if np.any(moved > _CLUTTER.knock_distance) else None
 
     # ----------------------------------------------------------------- control
     def osc_action(self, action: np.ndarray) -> np.ndarray:

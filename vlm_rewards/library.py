@@ -12,11 +12,12 @@ Conventions (so that weights mean the same thing across terms):
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from policy_steer.vlm_rewards import args
 from policy_steer.vlm_rewards.args import Body
-from policy_steer.vlm_rewards.geometry import axis, late_weights, signed_distance, soft_relu, weighted_mean
+from policy_steer.vlm_rewards.geometry import axis, late_weights, safe_norm, sd_box, signed_distance, soft_relu, weighted_mean
 from policy_steer.vlm_rewards.terms import TermInput, term
 
 _LATE_FRACTION = args.number("fraction of the last steps weighted more", 0.3, minimum=0.0, maximum=1.0)
@@ -161,3 +162,49 @@ def grip(x: TermInput, command: str, late_fraction: float, late_weight: float) -
     target = 1.0 if command == "close" else -1.0
     e2 = (x.gripper - target) ** 2
     return -weighted_mean(e2, late_weights(e2.shape[-1], late_fraction, late_weight, e2))
+
+
+@term(
+    "reach_above_surface",
+    "Bring the end effector over a point, at a height above the table top the robot sees now: "
+    "-(weighted mean over time of squared distance to (point.x + dx, point.y + dy, surface + height)). "
+    "The height follows the table wherever it is (a moved or raised table), unlike an offset from the point.",
+    goal=True,
+    point=args.point("keypoint (or object centre) to be over"),
+    height=args.number("metres above the table top", minimum=-0.05, maximum=1.0),
+    dx=args.number("horizontal offset along world x, metres", 0.0),
+    dy=args.number("horizontal offset along world y, metres", 0.0),
+    late_fraction=_LATE_FRACTION,
+    late_weight=_LATE_WEIGHT,
+)
+def reach_above_surface(x: TermInput, point: Tensor, height: float, dx: float, dy: float, late_fraction: float,
+                        late_weight: float) -> Tensor:
+    p = point.to(x.traj)
+    goal = torch.stack([p[0] + dx, p[1] + dy, p.new_tensor(x.surface_height + height)])
+    d2 = ((x.traj - goal) ** 2).sum(-1)  # [B, T]
+    return -weighted_mean(d2, late_weights(d2.shape[-1], late_fraction, late_weight, d2))
+
+
+@term(
+    "clear_box",
+    "Pass over an object by a margin: wherever the end effector is within `reach` (horizontally) of the "
+    "object's footprint, keep it `margin` above the object's top: -(sum over time of "
+    "soft_hinge(reach - horizontal distance) * soft_hinge(top + margin - z)^2 / reach). Away from the "
+    "object it costs nothing (unlike stay_above, which holds the whole chunk high); near it, its gradient "
+    "lifts the end effector and pushes it back from the footprint.",
+    object=args.obj("the object to pass over (its footprint: its own shape, yaw included)"),
+    margin=args.number("metres to keep above the object's top (include what hangs below the end effector)", 0.04, minimum=0.0),
+    reach=args.number("horizontal metres from the footprint within which the height counts", 0.06, minimum=0.005),
+    softness=_SOFTNESS,
+)
+def clear_box(x: TermInput, object: Body, margin: float, reach: float, softness: float) -> Tensor:  # noqa: A002
+    centre, half = object.centre.to(x.traj), object.half_size.to(x.traj)
+    top = centre[2] + half[2]
+    flat = torch.cat([x.traj[..., :2], centre[2].expand(x.traj.shape[:-1]).unsqueeze(-1)], dim=-1)  # at the centre's height
+    if object.shape in ("sphere", "cylinder"):
+        planar = safe_norm(flat[..., :2] - centre[:2]) - half[0]
+    else:
+        planar = sd_box(flat, centre, torch.stack([half[0], half[1], half[2] + 1.0]), object.yaw)  # horizontal distance
+    near = soft_relu(reach - planar.clamp(min=0.0), softness) / reach  # 0 away from the footprint, ~1 over it
+    low = soft_relu(top + margin - x.traj[..., 2], softness)
+    return -(near * low**2).sum(-1)

@@ -8,21 +8,26 @@ Episode limit 150 control steps.
 
 The cube and the target lie on opposite sides of the robot's centre line, at least 22 cm apart.
 
-Variants: ``obstacle`` is a wall (3 cm thick, 10 cm wide, 17 cm tall: taller than the
-demonstrations' carry height of 12 cm) across the middle of the cube -> target line
-(40-60% of the way, where it is farthest from the approach to the cube); ``clutter``
-puts three distractors around the target; ``moving-goal`` moves the target at a step in [12, 28].
+Variants (parameters and defaults: :class:`WallObstacle` and :mod:`policy_steer.envs.variants`):
+``obstacle`` is a wall (by default 3 cm thick, 10 cm wide, 17 cm tall: taller than the demonstrations'
+carry height of 12 cm) across the middle of the cube -> target line (40-60% of the way, where it is
+farthest from the approach to the cube); ``clutter`` puts three distractors around the target;
+``moving-goal`` moves the target at a step in [12, 28].
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
 
 import mujoco
 import numpy as np
 
 from policy_steer.envs.mujoco_task import Layout, MujocoTaskEnv, quat_yaw, yaw_quat
 from policy_steer.scene import SceneObject
-from policy_steer.envs.variants import SHIFTS
+from policy_steer.envs.variants import Clutter, MovingGoal, SurfaceShift, VariantParams, param
 from policy_steer.envs.world import distractors_xml, obstacle_xml
+from policy_steer.errors import ConfigError
 
 CUBE_HALF = 0.02
 TARGET_RADIUS = 0.03
@@ -31,9 +36,26 @@ TARGET_RADIUS = 0.03
 CUBE_X, CUBE_ABS_Y = (0.38, 0.46), (0.12, 0.17)
 TARGET_X, TARGET_ABS_Y = (0.36, 0.48), (0.10, 0.16)
 TARGET_DISTANCE = 0.22  # minimum horizontal cube -> target distance
-WALL_AT = (0.4, 0.6)  # the wall's place on the cube -> target line (fraction): the farthest from the approach
 CARRY_HEIGHT = 0.12  # of the ee site above the table while the expert carries the cube
-WALL_HALF = (0.015, 0.05, 0.085)
+
+
+@dataclass(frozen=True)
+class WallObstacle(VariantParams):
+    """``obstacle`` on pick-place: a wall across the cube -> target line, at the point of
+    [at_min, at_max] of the way that is farthest from the approach to the cube. The expert carries the
+    cube with the ee site 12 cm above the table, the cube's bottom about 8 cm above it: a wall lower than
+    that is no obstacle to the demonstrations, a taller one needs a carry they never made."""
+
+    group: ClassVar[str] = "obstacle"
+    height: float = param(0.17, 0.02, 0.26, "the wall's height above the table top")
+    thickness: float = param(0.03, 0.01, 0.08, "the wall's thickness along the carry path")
+    width: float = param(0.10, 0.02, 0.30, "the wall's width across the carry path")
+    at_min: float = param(0.4, 0.1, 0.9, "nearest place of the wall on the cube -> target line (fraction)", unit="")
+    at_max: float = param(0.6, 0.1, 0.9, "farthest place of the wall on the cube -> target line (fraction)", unit="")
+
+    def check(self) -> None:
+        if self.at_min > self.at_max:
+            raise ConfigError(f"obstacle.at_min ({self.at_min:g}) must be <= obstacle.at_max ({self.at_max:g})")
 
 
 class PickPlaceEnv(MujocoTaskEnv):
@@ -42,7 +64,10 @@ class PickPlaceEnv(MujocoTaskEnv):
     end_effector = "gripper"
     task_slices = (("cube_pos", 3), ("cube_quat", 4), ("target", 3))
     default_max_episode_steps = 150
-    goal_jump_steps = (12, 28)
+    default_variant_params: ClassVar[dict[str, VariantParams]] = {
+        "obstacle": WallObstacle(), "shifted-surface": SurfaceShift(), "clutter": Clutter(),
+        "moving-goal": MovingGoal(step_min=12, step_max=28),
+    }
     home_ee = np.array([0.28, 0.0, 0.22])  # the gripper starts above the obstacle wall's height
 
     def manipulands(self) -> tuple[str, ...]:
@@ -55,13 +80,14 @@ class PickPlaceEnv(MujocoTaskEnv):
             f'<body name="goal" mocap="true" pos="0.3 0 0"><geom name="goal" class="marker" type="cylinder" '
             f'pos="0 0 0.0008" size="{TARGET_RADIUS} 0.0008" rgba=".1 .8 .2 .9"/></body>',
         ]
+        p = self.variant_params
         if self.variant == "obstacle":
-            hx, hy, hz = WALL_HALF
+            hx, hy, hz = p.thickness / 2, p.width / 2, p.height / 2
             parts.append(obstacle_xml(
                 f'<geom name="obstacle" class="solid" type="box" pos="0 0 {hz}" size="{hx} {hy} {hz}" rgba=".75 .2 .2 1"/>'
             ))
         if self.variant == "clutter":
-            parts.append(distractors_xml(SHIFTS.n_distractors, self.distractor_height_scale))
+            parts.append(distractors_xml(p.count, self.distractor_height_scale))
         return "\n    ".join(parts)
 
     def _draw_target(self, rng: np.random.Generator, cube_xy: np.ndarray) -> np.ndarray:
@@ -86,17 +112,18 @@ class PickPlaceEnv(MujocoTaskEnv):
         if self.variant == "obstacle":
             path = target_xy - cube_xy
             # Of the middle of the carry path, the point farthest from the approach (start -> cube).
-            fractions = np.linspace(*WALL_AT, 9)
+            fractions = np.linspace(self.variant_params.at_min, self.variant_params.at_max, 9)
             clear = [_segment_distance(cube_xy + f * path, start[:2] - offset[:2], cube_xy) for f in fractions]
             mid = cube_xy + fractions[int(np.argmax(clear))] * path + offset[:2]
             lay.obstacle = np.concatenate([[mid[0], mid[1], surface], yaw_quat(float(np.arctan2(path[1], path[0])))])
         elif self.variant == "clutter":
             lay.objects.update(self.distractor_poses(shift, lay.goal, surface))
         elif self.variant == "moving-goal":
-            lay.goal_jump_step = int(shift.integers(self.goal_jump_steps[0], self.goal_jump_steps[1] + 1))
+            prm = self.variant_params
+            lay.goal_jump_step = int(shift.integers(prm.step_min, prm.step_max + 1))
             for _ in range(1000):
                 new = self._draw_target(shift, cube_xy)
-                if np.linalg.norm(new - target_xy) >= SHIFTS.goal_jump_min:
+                if np.linalg.norm(new - target_xy) >= prm.jump_min:
                     break
             lay.goal_after_jump = np.array([*new, surface])
         return lay

@@ -8,20 +8,24 @@ The block starts beyond the target as seen from the robot, so the tip has to get
 demonstration of a seed goes around the block on the +y side or on the -y side (``Layout.mode``,
 drawn from the seed independently of the positions, so the data is bimodal given the state).
 
-Variants: ``obstacle`` is a pillar beside the block on the side the demonstration of this seed goes
-around (a policy that picks that mode hits it; the other side is free); ``clutter`` puts three
-distractors around the target, leaving clear a 90-degree sector toward where the block comes from; ``moving-goal`` moves
-the target at a step in [8, 20] to another place on the robot's side of the block.
+Variants (parameters and defaults: :class:`PushObstacle` and :mod:`policy_steer.envs.variants`): ``obstacle``
+is a pillar beside the block on the side the demonstration of this seed goes around (a policy that picks
+that mode hits it; the other side is free); ``clutter`` puts three distractors around the target, leaving
+clear a 90-degree sector toward where the block comes from; ``moving-goal`` moves the target at a step in
+[8, 20] to another place on the robot's side of the block.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
 
 import mujoco
 import numpy as np
 
 from policy_steer.envs.mujoco_task import Layout, MujocoTaskEnv, quat_yaw, yaw_quat
 from policy_steer.scene import SceneObject
-from policy_steer.envs.variants import SHIFTS
+from policy_steer.envs.variants import Clutter, MovingGoal, SurfaceShift, VariantParams, param
 from policy_steer.envs.world import distractors_xml, obstacle_xml
 
 BLOCK_HALF = 0.025
@@ -30,8 +34,20 @@ TIP_RADIUS = 0.015
 BLOCK_BOX = (np.array([0.42, -0.08]), np.array([0.48, 0.08]))  # table frame, xy
 TARGET_BACK = (0.12, 0.16)  # target = block - (back, lateral) in x, y
 TARGET_LATERAL = (-0.06, 0.06)
-PILLAR_RADIUS, PILLAR_HALF_HEIGHT = 0.025, 0.06
-DETOUR = 0.075  # lateral distance of the detour from the block centre
+DETOUR = 0.075  # lateral distance of the demonstrations' detour from the block centre (the pillar's default place)
+
+
+@dataclass(frozen=True)
+class PushObstacle(VariantParams):
+    """``obstacle`` on push: a pillar standing on the table beside the block, on the side the demonstration
+    of this seed goes around. The tip pushes at 2 cm and goes round the block at that height; the hand and
+    wrist pass 7.5-15 cm above the tip, so a pillar taller than about 8 cm is in their way too."""
+
+    group: ClassVar[str] = "obstacle"
+    height: float = param(0.12, 0.02, 0.30, "the pillar's height above the table top")
+    radius: float = param(0.025, 0.01, 0.05, "the pillar's radius")
+    lateral: float = param(DETOUR, 0.05, 0.15, "the pillar's distance from the block centre, sideways to the push")
+    along: float = param(-0.02, -0.08, 0.08, "the pillar's offset along the push direction (block -> target)")
 
 
 def push_frame(block_xy: np.ndarray, target_xy: np.ndarray, side: int) -> tuple[np.ndarray, np.ndarray]:
@@ -51,7 +67,10 @@ class PushEnv(MujocoTaskEnv):
     end_effector = "pusher"
     task_slices = (("block_pos", 3), ("block_quat", 4), ("target", 3))
     default_max_episode_steps = 150
-    goal_jump_steps = (8, 20)
+    default_variant_params: ClassVar[dict[str, VariantParams]] = {
+        "obstacle": PushObstacle(), "shifted-surface": SurfaceShift(), "clutter": Clutter(),
+        "moving-goal": MovingGoal(step_min=8, step_max=20),
+    }
 
     def manipulands(self) -> tuple[str, ...]:
         return ("block",)
@@ -63,13 +82,15 @@ class PushEnv(MujocoTaskEnv):
             f'<body name="goal" mocap="true" pos="0.3 0 0"><geom name="goal" class="marker" type="cylinder" '
             f'pos="0 0 0.0008" size="{TARGET_RADIUS} 0.0008" rgba=".1 .8 .2 .9"/></body>',
         ]
+        p = self.variant_params
         if self.variant == "obstacle":
+            half = p.height / 2
             parts.append(obstacle_xml(
-                f'<geom name="obstacle" class="solid" type="cylinder" pos="0 0 {PILLAR_HALF_HEIGHT}" '
-                f'size="{PILLAR_RADIUS} {PILLAR_HALF_HEIGHT}" rgba=".75 .2 .2 1"/>'
+                f'<geom name="obstacle" class="solid" type="cylinder" pos="0 0 {half}" '
+                f'size="{p.radius} {half}" rgba=".75 .2 .2 1"/>'
             ))
         if self.variant == "clutter":
-            parts.append(distractors_xml(SHIFTS.n_distractors, self.distractor_height_scale))
+            parts.append(distractors_xml(p.count, self.distractor_height_scale))
         return "\n    ".join(parts)
 
     def _draw_target(self, rng: np.random.Generator, block_xy: np.ndarray) -> np.ndarray:
@@ -90,17 +111,19 @@ class PushEnv(MujocoTaskEnv):
         )
         if self.variant == "obstacle":
             u, n = push_frame(block_xy, target_xy, side)
-            p = block_xy + DETOUR * n - 0.02 * u
+            prm = self.variant_params
+            p = block_xy + prm.lateral * n + prm.along * u
             lay.obstacle = np.array([p[0], p[1], surface, 1.0, 0.0, 0.0, 0.0])
         elif self.variant == "clutter":
             lay.objects.update(self.distractor_poses(
                 shift, lay.goal, surface, free_direction=block_xy - target_xy, free_half_angle=np.radians(45),
             ))
         elif self.variant == "moving-goal":
-            lay.goal_jump_step = int(shift.integers(self.goal_jump_steps[0], self.goal_jump_steps[1] + 1))
+            prm = self.variant_params
+            lay.goal_jump_step = int(shift.integers(prm.step_min, prm.step_max + 1))
             for _ in range(1000):
                 new = self._draw_target(shift, block_xy)
-                if np.linalg.norm(new - target_xy) >= SHIFTS.goal_jump_min:
+                if np.linalg.norm(new - target_xy) >= prm.jump_min:
                     break
             lay.goal_after_jump = np.array([*new, surface])
         return lay

@@ -1,4 +1,5 @@
-"""PNG plots of benchmark runs: success per variant with 95% intervals, and curves along numeric axes."""
+"""PNG plots of benchmark runs: success per variant with 95% intervals, curves along numeric axes, and
+robustness curves along swept variant parameters (:mod:`policy_steer.bench.robustness`)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-_IDENTITY = ("task", "variant", "policy", "steer", "mode", "latency_steps", "candidates", "verifier",
+from policy_steer.bench.robustness import mark_swept, plot_robustness  # noqa: E402
+
+_IDENTITY = ("task", "variant", "swept", "policy", "steer", "mode", "latency_steps", "candidates", "verifier",
              "particles", "fk", "gradient")
 _NUMERIC_AXES = ("candidates", "particles", "latency_steps")
 
@@ -163,7 +166,9 @@ _LATENCY_PANELS = (
 
 def write_plots(runs: list[dict[str, Any]], out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
+    mark_swept(runs)  # bars of a swept variant are told apart by their parameters
     paths = [plot_success_by_variant(runs, out / "success_by_variant.png")]
+    paths += plot_robustness(runs, out)  # success against each swept variant parameter
     for axis in _NUMERIC_AXES:
         for metric, ylabel, name in (
             ("success_rate", "success rate", "success"),

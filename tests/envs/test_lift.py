@@ -24,7 +24,7 @@ from policy_steer.envs.robosuite_lift import (
 )
 from policy_steer.scene import Scene
 from policy_steer.envs.trajectory import ee_trajectory
-from policy_steer.envs.variants import SHIFTS
+from policy_steer.envs.variants import MovingGoal, SurfaceShift
 from policy_steer.errors import ConfigError
 
 
@@ -205,9 +205,10 @@ def test_shifted_surface_moves_the_table_and_the_cube_with_it():
         n_obs, _ = nominal.reset(seed=seed)
         s_obs, _ = shifted.reset(seed=seed)
         off = shifted.layout.table_offset
-        assert SHIFTS.surface_xy[0] <= abs(off[0]) <= SHIFTS.surface_xy[1]
-        assert SHIFTS.surface_xy[0] <= abs(off[1]) <= SHIFTS.surface_xy[1]
-        assert SHIFTS.surface_z[0] <= abs(off[2]) <= SHIFTS.surface_z[1]
+        s = SurfaceShift()
+        assert s.dx_min <= abs(off[0]) <= s.dx_max
+        assert s.dy_min <= abs(off[1]) <= s.dy_max
+        assert s.dz_min <= abs(off[2]) <= s.dz_max
         m, d = shifted.model, shifted.data
         g = m.geom("table_collision").id
         top = d.geom_xpos[g][2] + m.geom_size[g][2]
@@ -294,7 +295,7 @@ def test_moving_goal_raises_the_target_once_at_the_seeded_step():
     heights = np.array(heights)
     assert np.all(heights[:jump] == old) and np.all(heights[jump:] == heights[jump])
     new = heights[jump] - moving.surface_height
-    assert GOAL_JUMP_HEIGHT[0] <= new <= GOAL_JUMP_HEIGHT[1] and heights[jump] - old >= SHIFTS.goal_jump_min
+    assert GOAL_JUMP_HEIGHT[0] <= new <= GOAL_JUMP_HEIGHT[1] and heights[jump] - old >= MovingGoal().jump_min
     assert jumps[: jump - 1] == [None] * (jump - 1) and set(jumps[jump - 1 :]) == {jump}
     assert moving.scene().keypoints["lift_target"][2] == pytest.approx(heights[jump])
     assert moving.model.body_pos[moving._rs.marker_body_id][2] == pytest.approx(heights[jump])  # the plate moved

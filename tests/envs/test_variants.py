@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from policy_steer.envs import make
-from policy_steer.envs.variants import SHIFTS
+from policy_steer.envs.variants import Clutter, SurfaceShift
 from policy_steer.envs.world import TABLE_CENTER
 
 from .conftest import PLAIN_TASKS, expert_episode, replay
@@ -61,9 +61,10 @@ def test_shifted_surface_moves_the_table_by_the_stated_amount(task, nominal_envs
         obs, _ = env.reset(seed=seed)
         u = env.unwrapped
         off = u.layout.table_offset
-        assert SHIFTS.surface_xy[0] <= abs(off[0]) <= SHIFTS.surface_xy[1]
-        assert SHIFTS.surface_xy[0] <= abs(off[1]) <= SHIFTS.surface_xy[1]
-        assert SHIFTS.surface_z[0] <= abs(off[2]) <= SHIFTS.surface_z[1]
+        s = SurfaceShift()
+        assert s.dx_min <= abs(off[0]) <= s.dx_max
+        assert s.dy_min <= abs(off[1]) <= s.dy_max
+        assert s.dz_min <= abs(off[2]) <= s.dz_max
         scene = u.scene()
         table = scene.object("table")
         assert scene.surface_height == pytest.approx(off[2])
@@ -99,10 +100,10 @@ def test_clutter_distractors_stand_near_the_goal(task):
         scene = u.scene()
         goal = np.array(scene.keypoints["goal" if task == "reach" else "target"])
         ds = [o for o in scene.objects if o.kind == "distractor"]
-        assert len(ds) == SHIFTS.n_distractors
+        assert len(ds) == Clutter().count
         for o in ds:
             r = np.linalg.norm(np.array(o.position[:2]) - goal[:2])
-            assert SHIFTS.distractor_ring[0] - 1e-6 <= r <= SHIFTS.distractor_ring[1] + 1e-6
+            assert Clutter().ring_min - 1e-6 <= r <= Clutter().ring_max + 1e-6
             assert o.position[2] - o.half_size[2] == pytest.approx(scene.surface_height, abs=2e-3)  # standing
         # Standing still for a while does not count as knocking them over.
         for _ in range(3):
@@ -137,7 +138,7 @@ def test_moving_goal_jumps_once_and_the_state_shows_it(task):
     obs, info = env.reset(seed=3)
     sl = u.state_layout.get("goal", u.state_layout.get("target"))
     jump = u.layout.goal_jump_step
-    lo, hi = u.goal_jump_steps
+    lo, hi = u.variant_params.step_min, u.variant_params.step_max
     assert lo <= jump <= hi and info["goal_jump_step"] is None
     goals = [obs["observation.state"][sl].copy()]
     for k in range(1, hi + 3):
@@ -147,7 +148,7 @@ def test_moving_goal_jumps_once_and_the_state_shows_it(task):
     goals = np.array(goals)
     changes = np.flatnonzero(np.linalg.norm(np.diff(goals, axis=0), axis=1) > 1e-9) + 1
     assert list(changes) == [jump]
-    assert np.linalg.norm(goals[jump] - goals[0]) >= SHIFTS.goal_jump_min
+    assert np.linalg.norm(goals[jump] - goals[0]) >= u.variant_params.jump_min
     assert u.scene().keypoints["goal" if task == "reach" else "target"] == pytest.approx(goals[-1], abs=1e-6)
 
 

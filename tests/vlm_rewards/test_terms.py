@@ -178,6 +178,8 @@ GRAD_TERMS = {
     "no_backtrack": t("no_backtrack", start="o", end="x", softness=0.01),
     "smoothness": t("smoothness", order=3),
     "grip": t("grip", command="open", late_fraction=0.5),
+    "reach_above_surface": t("reach_above_surface", point="x", height=0.3, dx=0.1),
+    "clear_box": t("clear_box", object="flat", margin=0.3, reach=0.4),
 }
 
 
