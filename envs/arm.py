@@ -158,8 +158,15 @@ def arm_equality(end_effector: EndEffector = "gripper") -> str:
     return '<joint name="finger_coupling" joint1="finger_right" joint2="finger_left" polycoef="0 1 0 0 0" solref="0.005 1"/>'
 
 
-def arm_only_xml() -> str:
-    """A model of the arm alone (no table, no objects): used for IK and for the torch kinematics."""
+def arm_only_xml(actuators: bool = False) -> str:
+    """A model of the arm alone (no table, no objects): used for IK and for the torch kinematics;
+    with ``actuators`` also its position servos and gripper (what a dynamic rollout of the arm needs:
+    the model file the arm publishes, :func:`arm_description`)."""
+    act = f"""
+  <actuator>
+    {arm_actuators("gripper")}
+  </actuator>
+  <equality>{arm_equality("gripper")}</equality>""" if actuators else ""
     return f"""
 <mujoco model="policy_steer_arm">
   <compiler angle="radian"/>
@@ -167,5 +174,25 @@ def arm_only_xml() -> str:
   <default>{arm_defaults()}
   </default>
   <worldbody>{arm_body("gripper")}
-  </worldbody>
+  </worldbody>{act}
 </mujoco>"""
+
+
+def arm_description(workspace_low=None, workspace_high=None, substeps: int = 50, ramp_fraction: float = 0.5,
+                    max_joint_step: float | None = None):
+    """The arm as a robot integrator publishes it (:class:`~policy_steer.types.ArmDescription`): the
+    arm-alone MJCF with its servos, the joint order of ``joint_pos``, the ee site, and the controller of
+    :mod:`policy_steer.envs.controller` (its IK settings, the hand-down orientation, the workspace box
+    targets are clipped to, the servo ramp of :mod:`policy_steer.envs.mujoco_task`)."""
+    from policy_steer.envs.controller import IKConfig
+    from policy_steer.types import ArmDescription
+
+    ik = IKConfig()
+    vec = lambda v: None if v is None else tuple(float(x) for x in v)  # noqa: E731
+    return ArmDescription(
+        mjcf=arm_only_xml(actuators=True), joints=ARM_JOINTS, ee_site=EE_SITE,
+        workspace_low=vec(workspace_low), workspace_high=vec(workspace_high),
+        ee_orientation=tuple(float(v) for v in EE_DOWN_MATRIX.reshape(-1)), orientation_weight=ik.orientation_weight,
+        ik_damping=ik.damping, ik_iterations=ik.iterations, ik_tolerance=ik.tolerance,
+        max_joint_step=max_joint_step, control_substeps=int(substeps), ramp_fraction=float(ramp_fraction),
+    )

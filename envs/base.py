@@ -30,7 +30,7 @@ import gymnasium as gym
 import numpy as np
 
 from policy_steer.scene import Scene
-from policy_steer.types import EpisodeContext, RobotDescription
+from policy_steer.types import ArmDescription, EpisodeContext, RobotDescription
 
 VARIANTS: tuple[str, ...] = ("nominal", "obstacle", "shifted-surface", "clutter", "moving-goal")
 ROBOT_SLICES: tuple[str, ...] = ("ee_pos", "gripper", "joint_pos")
@@ -51,6 +51,7 @@ class TaskEnv(gym.Env):
     cameras: tuple[str, ...]
     state_layout: dict[str, slice]  # names every slice of observation.state
     robot_state_dim: int  # length of the robot part (ee_pos + gripper + joint_pos)
+    arm_description: ArmDescription | None = None  # the arm's published model (None: the env has none)
 
     @property
     def action_dim(self) -> int:

@@ -40,7 +40,7 @@ import numpy as np
 
 from policy_steer.hardware.errors import SafetyError
 from policy_steer.hardware.limits import ArmLimits
-from policy_steer.types import EpisodeContext, PolicySpec, RobotDescription
+from policy_steer.types import ArmDescription, EpisodeContext, PolicySpec, RobotDescription
 
 
 @dataclass(frozen=True)
@@ -202,6 +202,12 @@ class Arm(ABC):
 
     def episode_context(self, seed: int | None = None) -> EpisodeContext | None:
         """The episode context the driver knows (a simulated task: read from the simulator now), or None."""
+        return None
+
+    def arm_description(self) -> ArmDescription | None:
+        """The arm's own model and controller (a model file of the arm alone, its joint order, end-effector
+        site, limits), for the ``kinematic`` and ``model-robot`` future-state estimators; the host sends it
+        in the robot description. None: the driver describes no model."""
         return None
 
     def robot_description(self) -> RobotDescription | None:

@@ -80,6 +80,11 @@ class PolicySpec:
         return d
 
 
+# Chunk info that only a recording on the same machine reads (SteeredPolicy.keep_candidates: every
+# candidate's actions); large arrays, never sent over the wire (the server leaves them out of `chunk`).
+RECORDING_ONLY_INFO = ("candidate_actions", "ancestry")
+
+
 @dataclass
 class Chunk:
     """float32 [H, A] actions in policy output units; ``actions[i]`` runs at control index start_step + i."""
@@ -103,6 +108,72 @@ class Chunk:
         return self.start_step + self.horizon
 
 
+MJCF_PIECE_CHARS = 4096  # the protocol's limit on one header string (docs/protocol.md)
+
+
+@dataclass(frozen=True)
+class ArmDescription:
+    """The arm's kinematic model and its controller, as a robot integrator has them: what the
+    ``kinematic`` and ``model-robot`` future-state estimators (:mod:`policy_steer.runtime.arm_model`)
+    need, and all they get. Plain data; it crosses the wire in the robot description.
+
+    ``mjcf`` is the MJCF text of the arm alone (no table, no objects), self-contained (no ``include``
+    or ``file=`` references: kinematics need no meshes); MuJoCo parses it, nothing in it is executed.
+    Its joint ranges are the arm's joint limits; position actuators on ``joints`` make a dynamic
+    rollout possible (``control_substeps`` > 0). ``joints`` names the model's joints in the order of
+    the state's ``joint_pos`` slice; ``ee_site`` the site whose position is ``ee_pos``.
+
+    The controller: end-effector targets are clipped to ``workspace_low``/``workspace_high`` (world
+    metres; None: no box), turned into joint targets by damped least squares (``ik_damping``,
+    ``ik_iterations``, ``ik_tolerance``) from the previous joint target, holding the site orientation
+    ``ee_orientation`` (row-major 3x3 world rotation, weighted ``orientation_weight`` metres per
+    radian; None: position only); a joint target moves at most ``max_joint_step`` rad per control step
+    (None: no limit). A dynamic rollout ramps the servo targets (smoothstep with velocity
+    feed-forward) over ``ramp_fraction`` of the ``control_substeps`` physics steps of a control step.
+    """
+
+    mjcf: str
+    joints: tuple[str, ...]
+    ee_site: str
+    workspace_low: tuple[float, float, float] | None = None
+    workspace_high: tuple[float, float, float] | None = None
+    ee_orientation: tuple[float, ...] | None = None
+    orientation_weight: float = 0.3
+    ik_damping: float = 1e-3
+    ik_iterations: int = 12
+    ik_tolerance: float = 2e-5
+    max_joint_step: float | None = None
+    control_substeps: int = 0
+    ramp_fraction: float = 0.5
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data; the MJCF as a list of pieces of at most ``MJCF_PIECE_CHARS`` (the protocol's limit
+        on one header string), joined in order by :meth:`from_dict`."""
+        d = asdict(self)
+        d["mjcf"] = [self.mjcf[i:i + MJCF_PIECE_CHARS] for i in range(0, len(self.mjcf), MJCF_PIECE_CHARS)]
+        d["joints"] = list(self.joints)
+        for k in ("workspace_low", "workspace_high", "ee_orientation"):
+            d[k] = None if d[k] is None else [float(v) for v in d[k]]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ArmDescription":
+        """From plain data already checked against the schema's ``arm``."""
+        def vec(k: str) -> tuple[float, ...] | None:
+            return None if d.get(k) is None else tuple(float(v) for v in d[k])
+
+        mjs = d.get("max_joint_step")
+        mjcf = d["mjcf"]
+        return cls(
+            mjcf=mjcf if isinstance(mjcf, str) else "".join(mjcf), joints=tuple(str(j) for j in d["joints"]), ee_site=str(d["ee_site"]),
+            workspace_low=vec("workspace_low"), workspace_high=vec("workspace_high"),
+            ee_orientation=vec("ee_orientation"), orientation_weight=float(d.get("orientation_weight", 0.3)),
+            ik_damping=float(d.get("ik_damping", 1e-3)), ik_iterations=int(d.get("ik_iterations", 12)),
+            ik_tolerance=float(d.get("ik_tolerance", 2e-5)), max_joint_step=None if mjs is None else float(mjs),
+            control_substeps=int(d.get("control_substeps", 0)), ramp_fraction=float(d.get("ramp_fraction", 0.5)),
+        )
+
+
 @dataclass(frozen=True)
 class RobotDescription:
     """The robot's action space and state layout: what future-state estimators, safe holds and the
@@ -117,6 +188,7 @@ class RobotDescription:
     robot_state_dim: int
     max_step: float | None = None  # delta mode: metres per control step
     rollout: Callable[[np.ndarray], np.ndarray] | None = field(default=None, compare=False)
+    arm: ArmDescription | None = None  # the arm's model and controller (None: not described)
 
     @classmethod
     def from_env(cls, env) -> "RobotDescription":
@@ -128,6 +200,7 @@ class RobotDescription:
             robot_state_dim=int(u.robot_state_dim),
             max_step=u.max_step,
             rollout=u.rollout,
+            arm=u.arm_description,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -136,6 +209,7 @@ class RobotDescription:
             "state_layout": {k: [int(s.start or 0), int(s.stop)] for k, s in self.state_layout.items()},
             "robot_state_dim": int(self.robot_state_dim),
             "max_step": None if self.max_step is None else float(self.max_step),
+            "arm": None if self.arm is None else self.arm.to_dict(),
         }
 
     @classmethod
@@ -151,7 +225,8 @@ class RobotDescription:
                 raise ValidationError(f"robot fails its schema at state_layout/{k}: stop {b} < start {a}")
             layout[k] = slice(int(a), int(b))
         ms = d.get("max_step")
-        return cls(str(d["action_mode"]), layout, int(d["robot_state_dim"]), None if ms is None else float(ms))
+        arm = None if d.get("arm") is None else ArmDescription.from_dict(d["arm"])
+        return cls(str(d["action_mode"]), layout, int(d["robot_state_dim"]), None if ms is None else float(ms), arm=arm)
 
 
 @dataclass

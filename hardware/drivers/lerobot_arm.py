@@ -20,6 +20,15 @@ and calibrated tick ranges, the same arithmetic lerobot uses to normalise), narr
 file; a robot without a calibrated bus needs every joint's range in the limits file. Velocities: by
 default 90 deg/s for joints in degrees, 100 units/s in -100..100 mode, 200 units/s for 0..100 grippers.
 
+Arm model (``--driver_arg model=FILE``, with ``model_joints=a,b,..`` and ``model_ee_site=NAME``): an MJCF
+of the arm alone (self-contained: primitive geoms, no meshes or includes), its joints in the order of the
+commanded joints (default: their names without ``.pos``), published as the arm description the host sends
+in its robot description. It is checked when the driver is made: a model that does not compile, lacks a
+joint or the site, or has another number of joints than the robot commands is refused. The model is in
+MuJoCo's units (radians); the joint-space future state of this driver stays "the arm reached its pending
+targets" (exact for position targets), the ``kinematic`` estimator needs a state with ``ee_pos`` and
+``joint_pos`` (an end-effector action space), which needs kinematics this driver does not have yet.
+
 ``connect`` never starts lerobot's interactive calibration (it raises instead: calibrate first with
 ``lerobot-calibrate``). Safe stop: the present joint positions are sent as the goal (the arm freezes
 with torque on; ``stop_torque_off`` also disables torque, which drops an arm that gravity pulls) and
@@ -29,8 +38,10 @@ unless ``disable_torque_on_disconnect=false`` is passed as a driver argument).
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -38,6 +49,8 @@ import numpy as np
 from policy_steer.hardware.arm import Arm, ArmObservation, CameraFrame, JointCommand
 from policy_steer.hardware.errors import ArmStopped, DriverUnavailable, SafetyError
 from policy_steer.hardware.limits import ArmLimits, narrow
+from policy_steer.runtime.arm_model import ArmModel
+from policy_steer.types import ArmDescription
 
 DEFAULT_VELOCITY = {"degrees": 90.0, "range_m100_100": 100.0, "range_0_100": 200.0}
 
@@ -84,6 +97,7 @@ class LerobotArm(Arm):
         max_joint_velocity: float | None = None,
         limits_spec: dict[str, Any] | None = None,
         stop_torque_off: bool = False,
+        arm_model: ArmDescription | None = None,
     ) -> None:
         self.robot = robot
         self.name = f"lerobot:{getattr(robot, 'name', type(robot).__name__)}"
@@ -110,8 +124,22 @@ class LerobotArm(Arm):
         self._lock = threading.Lock()
         self._stopped = False
         self.sent: list[tuple[float, dict[str, float]]] = []
+        if arm_model is not None:
+            if not arm_model.joints:  # by default the commanded joints, named without ".pos"
+                arm_model = dataclasses.replace(arm_model, joints=tuple(
+                    j[: -len(".pos")] if j.endswith(".pos") else j for j in self.joint_names))
+            model = ArmModel(arm_model)  # compiles; names a joint or site the model lacks
+            if model.n != len(self.joint_names):
+                raise SafetyError(
+                    f"{self.name}: the arm model's joints {list(arm_model.joints)} ({model.n}) do not match the robot's "
+                    f"commanded joints {list(self.joint_names)} ({len(self.joint_names)})"
+                )
+        self._arm_model = arm_model
 
     # --- Arm ---------------------------------------------------------------------------------------
+    def arm_description(self) -> ArmDescription | None:
+        return self._arm_model
+
     @property
     def limits(self) -> ArmLimits:
         if self._limits is None:
@@ -234,6 +262,8 @@ def make_lerobot_arm(type_name: str, args: dict[str, str], **arm_options: Any) -
 
     from policy_steer.hardware.drivers.lerobot_registry import parse_robot_config
 
+    args = dict(args)
+    model = arm_model_from_args(args)  # our keys leave args: the rest is the lerobot robot's config
     cfg = parse_robot_config(type_name, args)
     try:
         robot = make_robot_from_config(cfg)
@@ -241,4 +271,30 @@ def make_lerobot_arm(type_name: str, args: dict[str, str], **arm_options: Any) -
         raise DriverUnavailable(f"lerobot:{type_name} is unavailable here: {str(e).strip().splitlines()[0]}") from None
     except Exception as e:  # noqa: BLE001
         raise DriverUnavailable(f"lerobot:{type_name} could not be created: {_one_line(e)}") from None
+    if model is not None:
+        path, joints, site = model
+        arm_options["arm_model"] = ArmDescription(mjcf=_read_model(path), joints=joints or (), ee_site=site)
     return LerobotArm(robot, **arm_options)
+
+
+MODEL_ARGS = ("model", "model_joints", "model_ee_site")
+
+
+def arm_model_from_args(args: dict[str, str]) -> tuple[str, tuple[str, ...] | None, str] | None:
+    """Pops ``model``, ``model_joints``, ``model_ee_site`` from the driver args: (file, joints or None, site)."""
+    path = args.pop("model", None)
+    joints = args.pop("model_joints", None)
+    site = args.pop("model_ee_site", None)
+    if path is None:
+        if joints is not None or site is not None:
+            raise SafetyError("model_joints and model_ee_site need model=FILE (an MJCF of the arm alone)")
+        return None
+    names = None if joints is None else tuple(j.strip() for j in joints.split(",") if j.strip())
+    return path, names, site or "ee"
+
+
+def _read_model(path: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError as e:
+        raise SafetyError(f"cannot read the arm model file {path!r}: {e.strerror or e}") from None

@@ -18,21 +18,28 @@ damped-least-squares IK (hand pointing down), so end-effector action spaces work
 
 Safe stop: the servo targets are set to the measured joint positions (torque on, the arm brakes
 where it stands, critically damped), and every later ``command`` raises ``ArmStopped``.
+
+Arm model (``arm_description``, for the ``kinematic`` and ``model-robot`` future-state estimators): the
+tasks' arm MJCF with its controller's settings (workspace box, hand-down IK, at most ``servo_speed /
+control_hz`` rad per control step), or ``model=FILE``: an MJCF of the arm alone with the same joints and
+``ee`` site (checked when the arm is made), or ``model=none``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import mujoco
 import numpy as np
 
 from policy_steer.config import StrList
-from policy_steer.envs.arm import ARM_JOINTS, EE_SITE, FINGER_TRAVEL, JOINT_RANGE
+from policy_steer.envs.arm import ARM_JOINTS, EE_SITE, FINGER_TRAVEL, JOINT_RANGE, arm_description
 from policy_steer.envs.controller import ArmIK
 from policy_steer.envs.mujoco_task import HOME_EE, WORKSPACE_XY_HIGH, WORKSPACE_XY_LOW, WORKSPACE_Z
 from policy_steer.envs.rendering import CameraRenderer
@@ -41,6 +48,8 @@ from policy_steer.errors import ConfigError
 from policy_steer.hardware.arm import Arm, ArmObservation, CameraFrame, JointCommand
 from policy_steer.hardware.errors import ArmStopped
 from policy_steer.hardware.limits import ArmLimits, narrow
+from policy_steer.runtime.arm_model import ArmModel
+from policy_steer.types import ArmDescription
 
 _IK_GUESS = np.array([0.0, 0.3, 1.8, 1.0, 0.0])
 
@@ -59,6 +68,9 @@ class VirtualArmConfig:
     gripper_speed: float = 4.0  # openings per second
     max_ee_speed: float = 0.3  # m/s (0.03 m per step at 10 Hz: the tasks' max_step)
     max_catch_up_s: float = 0.5  # longer gaps between calls are skipped, not simulated
+    # The arm model it publishes for the future-state estimators: builtin (its own arm), none, or an MJCF file
+    # of the arm alone with the same joints (e.g. a deliberately wrong one, to measure an estimator against it)
+    model: str = "builtin"
 
     def __post_init__(self) -> None:
         for cam in self.cameras:
@@ -77,6 +89,16 @@ def _parse_size(text: str) -> tuple[int, int]:
     if not (8 <= h <= 480 and 8 <= w <= 640):
         raise ConfigError(f"image size {h}x{w} must be within 8x8 .. 480x640")
     return h, w
+
+
+def _model_text(model: str) -> str | None:
+    """The MJCF text of ``--driver_arg model=...`` (None: builtin or none)."""
+    if model in ("builtin", "none"):
+        return None
+    try:
+        return Path(model).read_text()
+    except OSError as e:
+        raise ConfigError(f"virtual arm: cannot read the model file {model!r}: {e.strerror or e}") from None
 
 
 class ArmKinematics:
@@ -124,6 +146,7 @@ class VirtualArm(Arm):
             workspace_high=np.array([*WORKSPACE_XY_HIGH, WORKSPACE_Z[1]]),
             max_ee_speed=cfg.max_ee_speed,
         )
+        self._arm_model = self._describe_arm()  # a model that does not fit this arm fails here, before connect
         self._lock = threading.Lock()
         self._goal = np.zeros(n)
         self._goal_gripper = 1.0
@@ -134,7 +157,34 @@ class VirtualArm(Arm):
         self.sent: deque[tuple[float, np.ndarray, float]] = deque(maxlen=100_000)  # (stamp, joints, gripper)
         self.stop_stamp: float | None = None
 
+    def _describe_arm(self) -> ArmDescription | None:
+        """The tasks' arm as it is driven here: servos at most ``servo_speed / control_hz`` rad per control
+        step, targets in the limits' workspace box; the MJCF of ``model`` in place of the builtin one."""
+        cfg = self.cfg
+        if cfg.model == "none":
+            return None
+        lim = self._limits
+        desc = arm_description(lim.workspace_low, lim.workspace_high,
+                               substeps=max(1, int(round(1.0 / (cfg.control_hz * PHYSICS_DT)))),
+                               max_joint_step=cfg.servo_speed / cfg.control_hz)
+        text = _model_text(cfg.model)
+        if text is not None:
+            # compiles, and names the joints and site the file lacks; without servos: kinematics only
+            servos = ArmModel(dataclasses.replace(desc, mjcf=text, control_substeps=0)).has_servos
+            desc = dataclasses.replace(desc, mjcf=text, control_substeps=desc.control_substeps if servos else 0)
+        model = ArmModel(desc)
+        if model.n != len(self.joint_names):
+            raise ConfigError(f"virtual arm: the model's joints {list(desc.joints)} do not match the arm's {list(self.joint_names)}")
+        return desc
+
     # --- Arm ---------------------------------------------------------------------------------------
+    def arm_description(self) -> ArmDescription | None:
+        if self._arm_model is None:
+            return None
+        lim = self._limits  # narrowed by a limits file since: the controller clips to the narrowed box
+        vec = lambda v: None if v is None else tuple(float(x) for x in v)  # noqa: E731
+        return dataclasses.replace(self._arm_model, workspace_low=vec(lim.workspace_low), workspace_high=vec(lim.workspace_high))
+
     @property
     def limits(self) -> ArmLimits:
         return self._limits

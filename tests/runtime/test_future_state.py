@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -33,7 +35,9 @@ def test_model_estimator_predicts_the_simulator(task, mode):
     pending = _pending(env, obs, rng)
     fitted = "delta" if mode == "delta" else "target"
     model = make_estimator("model", robot).estimate(obs["observation.state"], pending, robot)
-    robot_only = make_estimator("model-robot", robot).estimate(obs["observation.state"], pending, robot)
+    # model-robot on the simulator (no arm model described): the robot part of the same rollout
+    no_arm = dataclasses.replace(robot, arm=None)
+    robot_only = make_estimator("model-robot", no_arm).estimate(obs["observation.state"], pending, no_arm)
     rsd = robot.robot_state_dim
     np.testing.assert_array_equal(robot_only[:rsd], model[:rsd])
     np.testing.assert_array_equal(robot_only[rsd:], obs["observation.state"][rsd:])  # the scene stays measured
@@ -44,7 +48,8 @@ def test_model_estimator_predicts_the_simulator(task, mode):
     ee = robot.state_layout["ee_pos"]
     np.testing.assert_allclose(model, true, atol=1e-5)  # the whole state, objects and joints included
     assert np.linalg.norm(simple[ee] - true[ee]) < 2e-3  # the kinematic estimators: the end effector only
-    assert make_estimator("auto", robot).name == "model"
+    assert make_estimator("auto", robot).name == "kinematic"  # the env describes its arm: never the oracle
+    assert make_estimator("auto", no_arm).name == "model"
 
 
 def test_vlash_chunks_are_conditioned_on_the_state_where_they_start(push_policy):
@@ -52,9 +57,10 @@ def test_vlash_chunks_are_conditioned_on_the_state_where_they_start(push_policy)
     from policy_steer.steered_policy import SteeredPolicy
 
     env = make_env("push", "nominal", max_episode_steps=40)
-    r = run_episode(env, SteeredPolicy(push_policy), RuntimeConfig(mode="vlash", latency="4"), seed=0)
+    r = run_episode(env, SteeredPolicy(push_policy), RuntimeConfig(mode="vlash", latency="4", estimator="model"), seed=0)
     errs = [c.estimate_error for c in r.chunks[1:] if c.estimate_error is not None]
     assert errs and max(errs) < 1e-4  # model rollout == the simulator (nominal: no scheduled events)
+    assert r.estimator == "model" and r.summary()["estimator"] == "model"
     naive = run_episode(env, SteeredPolicy(push_policy), RuntimeConfig(mode="async", latency="4"), seed=0)
     assert naive.state_estimate_error > 100 * r.state_estimate_error  # async conditions on a state already left
 
