@@ -16,26 +16,28 @@ physics step (so a graze inside a control step counts), a displaced distractor a
 step. ``terminated`` on success or failure, ``truncated`` at ``max_episode_steps``; reward 1 on success.
 
 A task subclass provides the MJCF of its bodies, draws its base layout, and defines its state part,
-success predicate and scene; the variants (:mod:`policy_steer.envs.variants`) are handled here.
+success predicate and scene; the variants (:mod:`policy_steer.envs.variants`) are handled here, from the
+env's ``variant_params`` (the task's ``default_variant_params`` with the constructor's overrides).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Mapping
 
 import gymnasium as gym
 import mujoco
 import numpy as np
 
-from policy_steer.envs.arm import ARM_JOINTS, EE_SITE, FINGER_TRAVEL, GAINS, EndEffector
+from policy_steer.envs.arm import ARM_JOINTS, EE_SITE, FINGER_TRAVEL, GAINS, EndEffector, arm_description
 from policy_steer.envs.base import ROBOT_SLICES, VARIANTS, TaskEnv
 from policy_steer.envs.controller import ArmIK
 from policy_steer.envs.rendering import CameraRenderer
 from policy_steer.scene import Scene, SceneObject
-from policy_steer.envs.variants import SHIFTS, ring_positions, surface_offset
+from policy_steer.envs.variants import VariantParams, resolve_params, ring_positions, surface_offset
 from policy_steer.envs.world import CAMERAS, PHYSICS_DT, TABLE_CENTER, TABLE_HALF, distractor_half_height, world_xml
 from policy_steer.errors import ConfigError
+from policy_steer.types import ArmDescription
 
 ACTION_MODES = ("delta", "absolute")
 # Absolute targets are clipped to the episode's workspace; this box bounds it for every variant.
@@ -81,7 +83,8 @@ class MujocoTaskEnv(TaskEnv):
     end_effector: ClassVar[EndEffector]
     task_slices: ClassVar[tuple[tuple[str, int], ...]]  # the task part of the state: (name, size) in order
     default_max_episode_steps: ClassVar[int]
-    goal_jump_steps: ClassVar[tuple[int, int]]  # moving-goal: the jump happens at a step in [lo, hi]
+    # variant -> the defaults of its parameters (envs/variants.py); an env's own are ``variant_params``
+    default_variant_params: ClassVar[dict[str, VariantParams]]
     control_hz: float = 10.0
     substeps: int = 50  # physics steps per control step (control_hz * substeps * PHYSICS_DT = 1)
     ramp_fraction: float = 0.5  # of the control period spent ramping the joint targets
@@ -99,9 +102,12 @@ class MujocoTaskEnv(TaskEnv):
         render_size: tuple[int, int] = (240, 320),
         max_step: float = 0.03,
         max_episode_steps: int | None = None,
+        variant_params: Mapping[str, Any] | VariantParams | None = None,
     ) -> None:
         if variant not in VARIANTS:
             raise ConfigError(f"unknown variant {variant!r} for task {self.task!r}; use one of {list(VARIANTS)}")
+        # the variant's parameters (None for nominal); the MJCF below is built from them
+        self.variant_params = resolve_params(self.task, variant, self.default_variant_params, variant_params)
         if action_mode not in ACTION_MODES:
             raise ConfigError(f"unknown action_mode {action_mode!r}; use one of {list(ACTION_MODES)}")
         cameras = tuple(cameras)
@@ -207,7 +213,7 @@ class MujocoTaskEnv(TaskEnv):
         if self.variant == "clutter":
             out += [
                 f'<contact name="collision:distractor/{i}" subtree1="robot_base" body2="distractor_{i}" data="found"/>'
-                for i in range(SHIFTS.n_distractors)
+                for i in range(self.variant_params.count)
             ]
         return "\n    ".join(out)
 
@@ -238,6 +244,12 @@ class MujocoTaskEnv(TaskEnv):
         low = np.array([*WORKSPACE_XY_LOW, z0 + WORKSPACE_Z[0]])
         high = np.array([*WORKSPACE_XY_HIGH, z0 + WORKSPACE_Z[1]])
         return low, high
+
+    @property
+    def arm_description(self) -> ArmDescription:
+        """The arm's published model and controller (the workspace box of the current episode)."""
+        low, high = self.workspace()
+        return arm_description(low, high, substeps=self.substeps, ramp_fraction=self.ramp_fraction)
 
     def goal_position(self, d: mujoco.MjData | None = None) -> np.ndarray:
         d = self.data if d is None else d
@@ -306,7 +318,7 @@ class MujocoTaskEnv(TaskEnv):
         if self._distractor_start is None:
             return None
         now = np.array([self.data.xpos[self.model.body(b).id] for b in self._distractors])
-        if np.any(np.linalg.norm(now - self._distractor_start, axis=1) > SHIFTS.knock_distance):
+        if np.any(np.linalg.norm(now - self._distractor_start, axis=1) > self.variant_params.knock_distance):
             return "collision:distractor"
         return None
 
@@ -441,7 +453,7 @@ class MujocoTaskEnv(TaskEnv):
 
     def draw_table_offset(self, shift: np.random.Generator) -> np.ndarray:
         """[3] the table shift of this episode (zeros unless the variant is shifted-surface)."""
-        return surface_offset(shift) if self.variant == "shifted-surface" else np.zeros(3)
+        return surface_offset(shift, self.variant_params) if self.variant == "shifted-surface" else np.zeros(3)
 
     def _obstacle_geom(self) -> str:
         return "obstacle"
@@ -455,12 +467,13 @@ class MujocoTaskEnv(TaskEnv):
         ``first_angle``: put distractor 0 in that direction from the centre (e.g. on the approach);
         ``free_direction`` / ``free_half_angle``: a sector the others keep clear."""
         n = len(self._distractors)
+        p = self.variant_params
         existing: list[np.ndarray] = []
         if first_angle is not None and n:
-            r = rng.uniform(*SHIFTS.distractor_ring)
+            r = rng.uniform(p.ring_min, p.ring_max)
             existing.append(centre[:2] + r * np.array([np.cos(first_angle), np.sin(first_angle)]))
         rest = ring_positions(
-            rng, centre, n - len(existing), SHIFTS.distractor_ring, SHIFTS.distractor_spacing,
+            rng, centre, n - len(existing), (p.ring_min, p.ring_max), p.spacing,
             free_direction, free_half_angle, existing,
         )
         xy = existing + list(rest)

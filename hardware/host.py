@@ -100,7 +100,7 @@ class HostOptions:
     rate: float | None = None  # control rate in Hz (None: the driver's own; a simulated task's is its task rate)
     trigger: int | None = None  # ask for a chunk when at most this many actions remain (None: the delay estimate)
     n_execute: int | None = None  # actions run per chunk (None: the policy's n_action_steps)
-    estimator: str = "auto"  # vlash future-state estimator: auto | target | delta | model
+    estimator: str = "auto"  # vlash future state: auto (the best the arm's description allows) | kinematic | model-robot | model | delta | target
     max_chunk_age_s: float | None = None  # drop a chunk whose observation is older than this on arrival (None: never)
     request_timeout_s: float | None = None  # deadline of one chunk request (None: 2 s on the wall clock, 60 s on the virtual)
     connect_timeout_s: float = 30.0  # wait this long for the server's welcome (and an episode's answer)
@@ -117,6 +117,9 @@ class HostOptions:
     metrics_every_s: float = 1.0  # period of the safety_metrics telemetry event (0: only at the end)
     report: str | None = None  # write the JSON report (episodes, safety figures) to this file; each episode also goes to <report>.episodes.jsonl as it ends
     records: bool = False  # also write every step and every chunk request into the report
+    record_bag: str | None = None  # write one ROS 2 bag (rosbag2 folder, MCAP) per episode under this new folder: episode<i>_seed<seed>
+    foxglove: int | None = None  # serve the live view (Foxglove WebSocket, the bag's topics) on this port (0: a free one)
+    foxglove_host: str = "127.0.0.1"  # --foxglove binds here (beyond loopback only with --trusted_network: the protocol has no authentication)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -136,6 +139,9 @@ class HostOptions:
         for what, endpoint in (("--estop", self.estop), ("--telemetry", self.telemetry)):
             if endpoint:  # refused here, before anything connects or binds (the sockets check again)
                 robot_bind_mode(endpoint, what, self.curve_keys, self.trusted_network)
+        from policy_steer.recording.options import check_recording_options
+
+        check_recording_options(self.record_bag, self.foxglove, self.foxglove_host, self.trusted_network)
 
 
 @dataclass
@@ -239,6 +245,7 @@ class RobotHost:
         self._holding = False
         self._hold_start = 0
         self.result: HostResult | None = None
+        self.live = None  # --foxglove: the live view (policy_steer.recording.LiveView), for the whole run
 
     # --- building ----------------------------------------------------------------------------------
     def start(self) -> RobotHost:
@@ -313,6 +320,7 @@ class RobotHost:
             telemetry=self.telemetry, n_execute=cfg.n_execute or spec.n_action_steps, dry_run=cfg.dry_run,
             use_watchdog=not virtual, context=self._episode_context, dynamic_scene=dynamic,
         )
+        self._describe_arm_model(arm, native_layout)
         if cfg.estop:
             self.estop = EstopServer(cfg.estop, self.safety.estop, self.safety.status, curve_keys=cfg.curve_keys,
                                      curve_name=cfg.curve_name, trusted_network=cfg.trusted_network)
@@ -332,6 +340,12 @@ class RobotHost:
         ), on_step=self._on_step, on_chunk=self._on_chunk)
         loop = self.loop
         self.safety.on_stop.append(lambda _key: loop.stop())
+        if cfg.foxglove is not None:
+            from policy_steer.recording import LiveView
+
+            self.live = LiveView(cfg.foxglove, cfg.foxglove_host, name=cfg.client_name)
+            self.live.advertise(cameras)
+            self._say(f"live view: Foxglove on ws://{cfg.foxglove_host}:{self.live.port} (open docs/foxglove_layout.json)")
         self._say(
             f"connected to {cfg.server} (policy {spec.name}, session {self.welcome.session}); {arm.name} at "
             f"{self.hz:g} Hz, {space.name} actions, mode {cfg.mode}, {self.clock.name} clock"
@@ -342,6 +356,25 @@ class RobotHost:
             + (f"; e-stop on {self.estop.endpoint} ({self.estop.mode_line})" if self.estop else "")
             + ("; DRY RUN (no command reaches the driver)" if cfg.dry_run else "")
         )
+
+    def _describe_arm_model(self, arm: Arm, native_layout: bool) -> None:
+        """Put the driver's arm model (``Arm.arm_description``) into the robot description the loop's
+        estimator reads and the episode context carries; a model whose joints do not fit the state is
+        refused here, before any episode. A native state layout names no end effector or joint slice to
+        predict: the model is not used there (the joint-space future state stays the driver's own)."""
+        described = arm.arm_description()
+        desc = self.safety.description
+        if described is None or desc.arm is not None:
+            return
+        if native_layout:
+            log.info("%s describes its arm model; the native state layout has no ee_pos/joint_pos to predict with it, "
+                     "so the VLASH future state stays the driver's own", arm.name)
+            return
+        from policy_steer.runtime.arm_model import ArmModel
+
+        desc = dataclasses.replace(desc, arm=described)
+        ArmModel(described).check_robot(desc)
+        self.safety.description = desc
 
     def _make_arm(self) -> Arm:
         cfg = self.cfg
@@ -469,6 +502,18 @@ class RobotHost:
             )
 
     # --- running -----------------------------------------------------------------------------------
+    def _recorder(self, episode: int, seed: int | None):
+        """This episode's recorder (None: neither --record_bag nor --foxglove)."""
+        cfg = self.cfg
+        if cfg.record_bag is None and self.live is None:
+            return None
+        from policy_steer.recording import BagSink, Recorder
+
+        sinks: list[Any] = [] if self.live is None else [self.live]
+        if cfg.record_bag is not None:
+            sinks.append(BagSink(Path(cfg.record_bag) / f"episode{episode:04d}_seed{seed if seed is not None else 'none'}"))
+        return Recorder(sinks, say=self._say)
+
     def seeds(self) -> list[int | None]:
         cfg = self.cfg
         if isinstance(cfg, SimRobotConfig):
@@ -527,12 +572,20 @@ class RobotHost:
                     self.telemetry.event("episode_start", seed=seed)
                 reconnects0, interventions0 = self.client.stats.reconnects, safety.log.metrics()["total"]
                 t0 = time.monotonic()
+                recorder = self._recorder(i, seed)  # --record_bag / --foxglove: sees the episode, never slows it
+                loop.observer = recorder
                 try:
                     result = loop.run(seed=seed)
                 except RemoteError as e:
                     if e.refused or e.code == "bad_context":  # at the episode start: nothing was commanded
                         raise EpisodeRefused(f"the policy server refused the episode ({e.code}): {e.message}") from None
                     raise
+                finally:
+                    loop.observer = None
+                    if recorder is not None:
+                        stats = recorder.close(timeout_s=30.0)  # a hung disk does not hold the next episode
+                        if stats["dropped"]:
+                            self._say(f"recording: {stats['dropped']} telemetry messages dropped (the writer fell behind)")
                 safety.end_episode()
                 summary = self._summary(result, i, seed, {
                     "reconnects": self.client.stats.reconnects - reconnects0,
@@ -658,6 +711,7 @@ class RobotHost:
             ("client", lambda: self.client and self.client.close()),
             ("telemetry", lambda: self.telemetry and self.telemetry.close()),
             ("driver", lambda: self.arm and self.arm.disconnect()),
+            ("live view", lambda: self.live and self.live.stop()),
         ):
             try:
                 fn()

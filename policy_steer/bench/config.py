@@ -11,6 +11,9 @@ from policy_steer.config import IntList, StrList
 class BenchConfig:
     task: StrList = field(default_factory=lambda: StrList(["push"]))  # tasks: reach, push, pick-place, lift
     variant: StrList = field(default_factory=lambda: StrList(["nominal"]))  # variants; "all": every variant
+    # variant parameters as an axis (issue 18): "obstacle.height=0.04,0.08,0.12" (one cell per value), a range
+    # "surface.scale=0..2/5" (5 values, ends included), several joined by ";" (their product); see bench/cells.py
+    variant_params: str = ""
     policy: StrList = field(default_factory=StrList)  # checkpoint folders or hub ids (empty: checkpoints/<task>-diffusion)
     trust_checkpoint: bool = False  # load --policy even where it names code to run (see policies/checkpoint_safety.py)
     steer: StrList = field(default_factory=lambda: StrList(["none"]))  # steering: none, taco, vls, rtc, taco+vls, ...
@@ -18,14 +21,21 @@ class BenchConfig:
     latency: StrList = field(default_factory=lambda: StrList(["0"]))  # control steps: N, uniform:LO-HI, replay:FILE
     episodes: int = 100  # seeded episodes per cell
     seed_start: int = 0  # episode i of a cell uses seed seed_start + i
-    workers: int = 2  # worker processes running cells
+    workers: int = 2  # worker processes running cells (with --executor ray: Ray actors, one CPU each)
+    executor: str = "local"  # where episodes run: local (worker processes here) or ray (actors on a Ray cluster)
+    ray_address: str | None = None  # --executor ray: the cluster to join (e.g. 10.0.0.1:6379); None: start Ray here
+    episode_retries: int = 2  # times an episode whose worker process or node died is run again on another worker
     out: str = "results"  # folder for episodes.jsonl (a record per episode), results.json, results.md and the plots
     resume: bool = False  # --out holds an interrupted run: finish it (same configuration; finished episodes are skipped)
     overwrite: bool = False  # --out holds results: replace them (without --resume or --overwrite such a folder is refused)
     # runtime
     trigger: int | None = None  # re-plan when at most this many actions remain (None: the delay estimate)
     n_execute: int | None = None  # actions executed per chunk (None: the policy's n_action_steps)
-    estimator: str = "auto"  # vlash future-state estimator: auto, target, delta, model
+    # vlash future-state estimator: auto (what the robot's description allows: kinematic on the tasks' arm),
+    # kinematic, model-robot, model (the whole-scene simulator oracle), delta, target
+    estimator: str = "auto"
+    # vlash: the estimator's arm model made wrong, per episode: none | link=M,gain=F,joint_offset=RAD
+    arm_mismatch: str = "none"
     quantize: int = 1  # action quantization q (1: off)
     # sampler (None: the policy's own)
     sampler_method: str = "auto"  # sampler: auto (the policy's own), ddpm, ddim, euler, flow_sde
@@ -47,12 +57,15 @@ class BenchConfig:
     rtc_soft_rows: int | None = None  # RTC: how many uncommitted prefix rows get soft weights (None: all)
     # output
     plots: bool = True  # write PNG plots next to the results
+    record_bag: str | None = None  # write one ROS 2 bag (rosbag2 folder, MCAP) per episode under this folder (policy-steer bag summary reads them)
+    record_episodes: IntList = field(default_factory=IntList)  # with --record_bag: only the episodes of these seeds (empty: every episode)
     quiet: bool = False  # no progress bar
 
 
 # BenchConfig fields every episode reads in the worker that runs it (not axes: the same in every cell).
 # An executor passes exactly these to policy_steer.bench.worker.init_worker.
-WORKER_OPTIONS = ("trigger", "n_execute", "estimator", "quantize", "sampler_method", "num_steps", "trust_checkpoint")
+WORKER_OPTIONS = ("trigger", "n_execute", "estimator", "arm_mismatch", "quantize", "sampler_method", "num_steps", "trust_checkpoint",
+                  "record_bag", "record_episodes")
 
 
 def worker_options(cfg: BenchConfig) -> dict:

@@ -18,6 +18,7 @@ import numpy as np
 from scipy.stats import binomtest
 
 from policy_steer.bench.cells import Cell
+from policy_steer.bench.robustness import mark_swept, robustness_table
 
 
 def wilson_ci(successes: int, n: int) -> list[float]:
@@ -43,12 +44,19 @@ def _mean(values: list[float | None]) -> float | None:
     return float(np.mean(vals)) if vals else None
 
 
+def _one(values: list[Any]) -> Any:
+    """The value every episode shares; several: all of them, joined by '/' (None when none has one)."""
+    vals = sorted({str(v) for v in values if v is not None})
+    return "/".join(vals) if vals else None
+
+
 def run_entry(cell: Cell, episodes: list[dict[str, Any]]) -> dict[str, Any]:
     episodes = sorted(episodes, key=lambda e: e["seed"])
     n = len(episodes)
     k = sum(bool(e["success"]) for e in episodes)
     lat = [x for e in episodes for x in e["chunk_latency_ms"]]
     entry = cell.describe()
+    entry["params"] = cell.variant_params  # the variant's whole parameter set (issue 18; {} for nominal)
     methods, settings = {m.strip() for m in cell.steer.split("+")}, cell.settings_dict
     if "vls" in methods:  # VLS options recorded with the axes (issue 5: reward_backend per run)
         entry["reward_backend"] = settings.get("reward_backend") or "offline"
@@ -70,6 +78,9 @@ def run_entry(cell: Cell, episodes: list[dict[str, Any]]) -> dict[str, Any]:
         "seam_jump": _mean([e["seam_jump"] for e in episodes]),
         "within_chunk_jump": _mean([e.get("within_chunk_jump") for e in episodes]),
         "state_estimate_error": _mean([e["state_estimate_error"] for e in episodes]),
+        # vlash: the estimator each episode really ran (auto resolved), and its arm model's mismatch
+        "estimator": _one([e.get("estimator") for e in episodes]),
+        "arm_mismatch": _one([e.get("arm_mismatch") for e in episodes]),
         "reaction_steps": _mean([e["reaction_steps"] for e in episodes]),
         "reaction_opportunity_steps": _mean([e.get("reaction_opportunity_steps") for e in episodes]),
         "reaction_censored": (sum(bool(e.get("reaction_censored")) for e in episodes)
@@ -96,9 +107,9 @@ def run_entry(cell: Cell, episodes: list[dict[str, Any]]) -> dict[str, Any]:
 
 # Columns of results.md, in order; a column is shown only if some run has a value for it.
 _COLUMNS = [
-    ("task", "task"), ("variant", "variant"), ("policy", "policy"), ("steer", "steer"),
+    ("task", "task"), ("variant", "variant"), ("swept", "params"), ("policy", "policy"), ("steer", "steer"),
     ("candidates", "M"), ("verifier", "verifier"), ("particles", "B"), ("fk", "FK"), ("gradient", "grad"),
-    ("mode", "mode"), ("latency_steps", "d"), ("success_rate", "success"), ("ci95", "95% CI"),
+    ("mode", "mode"), ("estimator", "estimator"), ("arm_mismatch", "mismatch"), ("latency_steps", "d"), ("success_rate", "success"), ("ci95", "95% CI"),
     ("mean_completion_steps", "steps"), ("mean_stall_steps", "stall"), ("seam_jump", "seam jump"),
     ("within_chunk_jump", "in-chunk jump"), ("state_estimate_error", "est. err (m)"), ("reaction_steps", "reaction"),
     ("reaction_opportunity_steps", "first chance"), ("chunk_latency_ms", "chunk ms p50"),
@@ -107,7 +118,7 @@ _COLUMNS = [
 
 
 # What names a cell in results.json: its fixed axes and every steering axis (TACO, VLS).
-CELL_IDENTITY = ("task", "variant", "policy", "steer", "mode", "latency",
+CELL_IDENTITY = ("task", "variant", "variant_params", "policy", "steer", "mode", "latency", "estimator", "arm_mismatch",
                  "candidates", "verifier", "particles", "fk", "gradient")
 # Per-episode means, pooled weighted by episodes.
 _BY_EPISODE = ("mean_episode_steps", "mean_completion_steps", "mean_stall_steps", "seam_jump", "within_chunk_jump",
@@ -205,7 +216,7 @@ def markdown_table(runs: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-_SAME_CELL = ("task", "variant", "policy", "mode", "latency")
+_SAME_CELL = ("task", "variant", "variant_params", "policy", "mode", "latency")
 
 
 def compare_to_unsteered(runs: list[dict[str, Any]]) -> None:
@@ -230,8 +241,11 @@ def compare_to_unsteered(runs: list[dict[str, Any]]) -> None:
 def write_results(out: Path, runs: list[dict[str, Any]], meta: dict[str, Any]) -> tuple[Path, Path]:
     out.mkdir(parents=True, exist_ok=True)
     compare_to_unsteered(runs)
+    mark_swept(runs)  # the "params" column: what a sweep changed
     json_path, md_path = out / "results.json", out / "results.md"
     md = f"# policy-steer benchmark\n\n{meta.get('command', '')}\n\n" + markdown_table(runs)
+    table = robustness_table(runs)
+    md += f"\n{table}" if table else ""
     _replace(json_path, json.dumps({"meta": meta, "runs": runs}, indent=2, default=_jsonable) + "\n")
     _replace(md_path, md)
     return json_path, md_path

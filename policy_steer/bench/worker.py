@@ -6,11 +6,15 @@ steering setting) between jobs, so a cell's policy is loaded once per worker, no
 
 from __future__ import annotations
 
+import logging
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 from policy_steer.bench.cells import Cell
+
+log = logging.getLogger(__name__)
 
 _ENVS: dict[tuple, Any] = {}
 _POLICIES: dict[tuple, Any] = {}
@@ -33,9 +37,10 @@ def _env(cell: Cell, spec=None):
     from policy_steer.policies.observation import camera_env_kwargs
 
     kwargs = camera_env_kwargs(spec.observation) if spec is not None else {}
-    key = (cell.task, cell.variant, tuple(sorted(kwargs.items())))
+    params = cell.settings_dict.get("variant_params", "")  # the variant's whole parameter set (bench/cells.py)
+    key = (cell.task, cell.variant, params, tuple(sorted(kwargs.items())))
     if key not in _ENVS:
-        _ENVS[key] = make(cell.task, cell.variant, **kwargs)
+        _ENVS[key] = make(cell.task, cell.variant, variant_params=cell.variant_params, **kwargs)
     return _ENVS[key]
 
 
@@ -66,11 +71,42 @@ def run_job(job: tuple[int, Cell, int]) -> tuple[int, dict[str, Any]]:
     opts = _CONFIG
     rt = RuntimeConfig(
         mode=cell.mode, latency=cell.latency, trigger=opts.get("trigger"), n_execute=opts.get("n_execute"),
-        estimator=opts.get("estimator", "auto"), quantize=opts.get("quantize", 1),
+        estimator=opts.get("estimator", "auto"), arm_mismatch=opts.get("arm_mismatch", "none"), quantize=opts.get("quantize", 1),
     )
     policy = steered_policy(cell, opts.get("sampler_method", "auto"), opts.get("num_steps"))
-    result = run_episode(_env(cell, policy.spec), policy, rt, seed, record_steps=True)  # steps: the actions' hash
+    recorder = _recorder(idx, cell, seed)
+    policy.keep_candidates = recorder is not None  # every candidate in the info only while recording (same chunks)
+    try:
+        result = run_episode(_env(cell, policy.spec), policy, rt, seed, record_steps=True, observer=recorder)  # steps: the actions' hash
+    finally:
+        policy.keep_candidates = False
+        if recorder is not None:
+            recorder.close()
     return idx, episode_record(idx, cell, seed, result, _steer_figures(result), time.perf_counter() - t0)
+
+
+def _recorder(idx: int, cell: Cell, seed: int):
+    """The episode's bag recorder under ``--record_bag`` (None: not recorded): one rosbag2 folder per
+    episode, ``<record_bag>/cell<idx>_<task>_<variant>_<steer>_seed<seed>``; an existing one is refused."""
+    root = _CONFIG.get("record_bag")
+    wanted = _CONFIG.get("record_episodes") or []
+    if not root or (wanted and seed not in wanted):
+        return None
+    from policy_steer.recording import BagSink, Recorder
+
+    name = f"cell{idx:03d}_{cell.task}_{cell.variant}_{cell.steer}_seed{seed}".replace("/", "-").replace(":", "-")
+    folder = Path(root) / name
+    if folder.is_dir() and not (folder / "metadata.yaml").is_file():
+        # A bag that never closed: its episode was in flight when a worker died or the run was stopped,
+        # so it has no record and runs again here. Keep what was written, beside the new bag.
+        aside = folder.with_name(f"{name}.incomplete")
+        n = 1
+        while aside.exists():
+            n += 1
+            aside = folder.with_name(f"{name}.incomplete{n}")
+        folder.rename(aside)
+        log.warning("%s: an unfinished recording of an episode that runs again; kept as %s", folder, aside.name)
+    return Recorder([BagSink(str(folder))])
 
 
 def _steer_figures(result) -> dict[str, Any]:

@@ -69,10 +69,10 @@ from policy_steer.runtime.chunk_source import ChunkHandle, ChunkSource
 from policy_steer.runtime.latency import LatencyModel, MeasuredDelay, parse_latency
 from policy_steer.runtime.planner import MODES, ChunkPlanner, InferenceRequest, hold_action
 from policy_steer.runtime.robot import Robot
-from policy_steer.types import OBS_STATE, STAMP, STEP, ExecutedStep, Observation
+from policy_steer.types import OBS_STATE, STAMP, STEP, Chunk, EpisodeContext, ExecutedStep, Observation
 
 __all__ = ["LoopConfig", "Clock", "VirtualClock", "WallClock", "ChunkRecord", "StepRecord", "LoopResult",
-           "ControlLoop", "CHUNK_INFO_KEYS"]
+           "LoopObserver", "ControlLoop", "CHUNK_INFO_KEYS"]
 
 # What a chunk record keeps of the chunk's info (figures, not arrays).
 CHUNK_INFO_KEYS = ("winner", "candidates", "steer", "strategies", "latency_ms", "prepare_ms")
@@ -83,7 +83,7 @@ class LoopConfig:
     mode: str = "sync"  # sync | async | vlash
     trigger: int | None = None  # ask when at most this many actions remain (None: the delay estimate)
     n_execute: int | None = None  # actions executed per chunk (None: the policy's n_action_steps)
-    estimator: str = "auto"  # vlash future state: auto | target | delta | model
+    estimator: str = "auto"  # vlash future state: auto | kinematic | model-robot | model | delta | target
     quantize: int = 1  # action quantization q (1 = off)
     send_prefix: bool | None = None  # pass the previous plan (None: when the chunk source wants one)
     max_steps: int | None = None  # control steps per run (None: until the robot ends the episode or stop())
@@ -328,6 +328,8 @@ class LoopResult:
     reaction_censored: bool = False
     completion_steps: int | None = None
     max_episode_steps: int | None = None
+    estimator: str | None = None  # vlash: the future-state estimator that ran (auto resolved)
+    arm_mismatch: str | None = None  # the estimator's arm model was perturbed so (simulation benchmark)
 
     def summary(self) -> dict[str, Any]:
         """Per-run figures as plain data. ``chunk_latency_ms``: per settled chunk, the compute time the
@@ -350,10 +352,39 @@ class LoopResult:
             "reaction_opportunity_steps": self.reaction_opportunity_steps,
             "goal_jump_step": self.goal_jump_step, "reaction_censored": self.reaction_censored,
             "chunk_latency_ms": lat, "delay_estimate": self.delay_estimate,
+            "estimator": self.estimator, "arm_mismatch": self.arm_mismatch,
         }
 
 
 # ------------------------------------------------------------------------------------------ the loop
+
+
+@runtime_checkable
+class LoopObserver(Protocol):
+    """What the loop does, as data, with the loop's clock stamps (virtual seconds in simulation, the
+    monotonic clock on a robot); a recorder (:mod:`policy_steer.recording`) is one. Every call is on the
+    control thread: an observer must return at once (queue, never write or wait).
+
+    - ``started(context, hz)``: an episode began (after reset), with the context the source was given;
+    - ``context(context, stamp)``: the scene as it is now (a dynamic scene, before a request);
+    - ``observed(step, obs, stamp)``: the observation of control index ``step``;
+    - ``chunk(record, chunk, stamp)``: a request settled; ``chunk`` is what arrived, info and all (None:
+      the request failed); ``record`` says whether it was queued or dropped;
+    - ``stepped(record, executed)``: the action of a control step (or the hold) went to the robot;
+    - ``ended(result)``: the run is over.
+    """
+
+    def started(self, context: EpisodeContext, hz: float) -> None: ...
+
+    def context(self, context: EpisodeContext, stamp: float) -> None: ...
+
+    def observed(self, step: int, obs: Observation, stamp: float) -> None: ...
+
+    def chunk(self, record: ChunkRecord, chunk: Chunk | None, stamp: float) -> None: ...
+
+    def stepped(self, record: StepRecord, executed: ExecutedStep) -> None: ...
+
+    def ended(self, result: LoopResult) -> None: ...
 
 
 @dataclass
@@ -374,6 +405,8 @@ class ControlLoop:
 
     ``on_step(step_record)`` is called after every executed (or held) action and ``on_chunk(chunk_record)``
     when a request is settled (queued, dropped or failed), both on the control thread: keep them short.
+    ``observer`` (a :class:`LoopObserver`, e.g. a bag recorder) sees every observation, chunk and step
+    with the clock's stamps; it may be replaced between runs (one recording per episode).
     """
 
     def __init__(
@@ -384,6 +417,7 @@ class ControlLoop:
         cfg: LoopConfig | None = None,
         on_step: Callable[[StepRecord], None] | None = None,
         on_chunk: Callable[[ChunkRecord], None] | None = None,
+        observer: LoopObserver | None = None,
     ) -> None:
         self.robot = robot
         self.source = source
@@ -391,6 +425,7 @@ class ControlLoop:
         self.cfg = cfg or LoopConfig()
         self.on_step = on_step
         self.on_chunk = on_chunk
+        self.observer = observer
         spec = source.spec
         desc = robot.description
         if "ee_pos" not in desc.state_layout:
@@ -429,7 +464,10 @@ class ControlLoop:
         clock.start(self.hz, seed, self._stop)
         if reset:
             robot.reset(seed=seed)
-            source.start_episode(robot.context(seed), seed)
+            context = robot.context(seed)
+            source.start_episode(context, seed)
+            if self.observer is not None:
+                self.observer.started(context, self.hz)
             if cfg.send_prefix is None:  # a server says in its answer whether its steering reads a prefix
                 planner.set_send_prefix(source.wants_prefix)
 
@@ -460,6 +498,8 @@ class ControlLoop:
                 observed = clock.now(step)
                 obs[STEP], obs[STAMP] = step, observed
                 state = np.asarray(obs[OBS_STATE], dtype=np.float32)
+                if self.observer is not None:
+                    self.observer.observed(step, obs, observed)
                 if stop_if is not None and stop_if(step, obs):
                     break
                 # 3. ask for a chunk
@@ -500,10 +540,13 @@ class ControlLoop:
                     observed=observed, acted=acted, delay_estimate=d_est,
                     executed=[float(v) for v in executed] if differs else None, intervention=why,
                 ))
-                source.report_executed(ExecutedStep(
+                done = ExecutedStep(
                     step=step, action=executed if executed is not None else action, commanded=action, state=state,
                     chunk_start_step=None if rec is None else rec.start_step, index=idx, safety=why, stamp=acted,
-                ))
+                )
+                source.report_executed(done)
+                if self.observer is not None:
+                    self.observer.stepped(records[-1], done)
                 if self.on_step is not None:
                     self.on_step(records[-1])
                 step += 1
@@ -522,7 +565,7 @@ class ControlLoop:
         success = episode_over and bool(info.get("success", False))
         errs = [c.estimate_error for c in chunks if c.estimate_error is not None]
         limit = cfg.max_steps
-        return LoopResult(
+        result = LoopResult(
             seed=seed, steps=step, stall_steps=stall, chunks=chunks, records=records, episode_over=episode_over,
             info=info, success=success, failure=info.get("failure") if episode_over else None, clock=clock.name,
             late_ticks=clock.late_ticks, delay_estimate=self.delay_estimate(),
@@ -531,7 +574,11 @@ class ControlLoop:
             state_estimate_error=float(np.mean(errs)) if errs else None,
             goal_jump_step=jump_step, reaction_opportunity_steps=opportunity,
             completion_steps=step if success else max(step, limit or step), max_episode_steps=limit,
+            estimator=planner.estimator_name,
         )
+        if self.observer is not None:
+            self.observer.ended(result)
+        return result
 
     # --- requests --------------------------------------------------------------------------------
     def _submit(self, obs: Observation, step: int, d_est: int, stamp: float, seed: int | None) -> _InFlight:
@@ -540,7 +587,10 @@ class ControlLoop:
         due_step = clock.due_step(step)
         if robot.dynamic_scene:
             ctx = robot.context(seed)
-            self.source.update_context(ctx.with_scene(ctx.scene, stamp=stamp))
+            ctx = ctx.with_scene(ctx.scene, stamp=stamp)
+            self.source.update_context(ctx)
+            if self.observer is not None:
+                self.observer.context(ctx, stamp)
         handle = self.source.submit(
             req.obs, req.start_step, prefix=req.prefix, state_kind=req.state_kind,
             prefix_start=req.prefix_start, prefix_committed=req.prefix_committed,
@@ -562,7 +612,7 @@ class ControlLoop:
         if handle.done():
             if f.due_step is not None and step < f.due_step:
                 return f  # virtual clock: computed, but its delay has not passed yet
-            self._settle(f, step, by_id)
+            chunk = self._settle(f, step, by_id)
         else:
             timeout = self.cfg.request_timeout_s
             waited = time.monotonic() - handle.submitted
@@ -570,6 +620,9 @@ class ControlLoop:
                 return f
             f.record.error = f"timeout after {waited:.3f} s"
             self.delay.record(waited)  # at least this slow: plan for it
+            chunk = None
+        if self.observer is not None:
+            self.observer.chunk(f.record, chunk, self.clock.now(step))
         if self.on_chunk is not None:
             self.on_chunk(f.record)
         return None
@@ -588,15 +641,16 @@ class ControlLoop:
             nap = min(2 * nap, 2e-3)
         self.clock.paused(time.monotonic() - t0)
 
-    def _settle(self, f: _InFlight, step: int, by_id: dict[int, ChunkRecord]) -> None:
-        """Queue a finished chunk, or record why not (the request failed, the chunk is stale)."""
+    def _settle(self, f: _InFlight, step: int, by_id: dict[int, ChunkRecord]) -> Chunk | None:
+        """Queue a finished chunk, or record why not (the request failed, the chunk is stale); returns
+        what arrived (None: the request failed)."""
         rec, handle = f.record, f.handle
         try:
             chunk = handle.poll()
         except Exception as e:  # noqa: BLE001 - a failed request is recorded; the loop asks again and holds meanwhile
             rec.completed = handle.completed if handle.completed is not None else time.monotonic()
             rec.error = f"{type(e).__name__}: {e}"
-            return
+            return None
         rec.completed = handle.completed if handle.completed is not None else time.monotonic()
         self.delay.record(rec.completed - handle.submitted)
         info = chunk.info or {}
@@ -606,10 +660,11 @@ class ControlLoop:
         rec.delivered_step, rec.delay_steps = step, step - rec.obs_step
         if self.cfg.max_chunk_age_s is not None and self.clock.age(f.request, handle, step) > self.cfg.max_chunk_age_s:
             rec.dropped = "stale:age"
-            return
+            return chunk
         got = self.planner.deliver(chunk, f.request, now=step)
         if not got.accepted:
             rec.dropped = got.reason
-            return
+            return chunk
         rec.chunk_id, rec.first_step, rec.first_index = got.chunk_id, got.first_step, got.first_index
         by_id[got.chunk_id] = rec
+        return chunk

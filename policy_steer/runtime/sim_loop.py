@@ -35,13 +35,15 @@ Figures of an episode: those of the loop (:mod:`policy_steer.runtime.loop`: ``st
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 
 from policy_steer.errors import ConfigError
+from policy_steer.runtime.arm_model import ArmMismatch, perturbed
 from policy_steer.runtime.chunk_source import LocalChunkSource
-from policy_steer.runtime.loop import ChunkRecord, ControlLoop, LoopConfig, LoopResult, StepRecord, VirtualClock
+from policy_steer.runtime.loop import ChunkRecord, ControlLoop, LoopConfig, LoopObserver, LoopResult, StepRecord, VirtualClock
 from policy_steer.runtime.planner import MODES, hold_action
 from policy_steer.runtime.robot import SimRobot
 from policy_steer.types import OBS_STATE, Observation
@@ -57,13 +59,16 @@ class RuntimeConfig:
     latency: str = "0"  # control steps per inference: N, uniform:LO-HI, replay:FILE.json
     trigger: int | None = None  # re-plan when at most this many actions remain (None: the delay estimate)
     n_execute: int | None = None  # actions executed per chunk (None: the policy's n_action_steps)
-    estimator: str = "auto"  # vlash future state: auto | target | delta | model
+    estimator: str = "auto"  # vlash future state: auto | kinematic | model-robot | model | delta | target
+    # the estimator's arm model made wrong (runtime/arm_model.py ArmMismatch): none | link=M,gain=F,joint_offset=RAD
+    arm_mismatch: str = "none"
     quantize: int = 1  # action quantization q (1 = off)
     send_prefix: bool | None = None  # pass the previous plan as prefix (None: when a strategy asks, e.g. rtc)
     reaction_departure: float = 0.005  # metres: moving-goal reaction threshold (module docstring)
 
     def __post_init__(self) -> None:
         self.loop_config()  # the loop's checks, now
+        self.mismatch = ArmMismatch.parse(self.arm_mismatch)
 
     def loop_config(self, max_steps: int | None = None) -> LoopConfig:
         return LoopConfig(
@@ -73,14 +78,15 @@ class RuntimeConfig:
 
 
 def run_episode(env, policy, cfg: RuntimeConfig, seed: int, record_steps: bool = False,
-                reaction: bool = True) -> EpisodeResult:
+                reaction: bool = True, observer: LoopObserver | None = None) -> EpisodeResult:
     """Run one seeded episode of ``env`` (a TaskEnv) under ``policy`` (a SteeredPolicy, or any
     :class:`~policy_steer.runtime.chunk_source.InProcessPolicy`).
 
     On ``moving-goal`` (and ``reaction``), the counterfactual episode of the same seed without the goal
     jump is run afterwards, until the end effectors part, to measure ``reaction_steps``.
+    ``observer`` (e.g. a bag recorder) sees the episode, not the counterfactual.
     """
-    result, ee_trace = _play(env, policy, cfg, seed, record_steps)
+    result, ee_trace = _play(env, policy, cfg, seed, record_steps, observer=observer)
     j = result.goal_jump_step
     if reaction and j is not None:
         def departed(step: int, ee: np.ndarray) -> bool:
@@ -95,7 +101,7 @@ def run_episode(env, policy, cfg: RuntimeConfig, seed: int, record_steps: bool =
 
 
 def _play(env, policy, cfg: RuntimeConfig, seed: int, record_steps: bool, suppress_jump: bool = False,
-          stop=None, until: int | None = None) -> tuple[EpisodeResult, list[np.ndarray]]:
+          stop=None, until: int | None = None, observer: LoopObserver | None = None) -> tuple[EpisodeResult, list[np.ndarray]]:
     """One episode; returns it and the measured end effector at every control index (before its action,
     and after the last one when the env ended the episode).
 
@@ -108,8 +114,16 @@ def _play(env, policy, cfg: RuntimeConfig, seed: int, record_steps: bool, suppre
     if spec.action_dim != u.action_dim:
         raise ConfigError(f"policy action dim {spec.action_dim} does not fit task {u.task!r} (action dim {u.action_dim})")
     robot = SimRobot(env, suppress_goal_jump=suppress_jump)
+    if cfg.mismatch.active:
+        # The estimator's arm model is wrong (the simulated arm is not): drawn per seed, the same in the
+        # counterfactual episode.
+        desc = robot.description
+        if desc.arm is None:
+            raise ConfigError(f"--arm_mismatch needs an arm model; task {u.task!r} describes none")
+        robot.description = dataclasses.replace(desc, arm=perturbed(desc.arm, cfg.mismatch, seed))
     source = LocalChunkSource(policy, inline=True)
-    loop = ControlLoop(robot, source, VirtualClock(cfg.latency), cfg.loop_config(max_steps=int(u.max_episode_steps)))
+    loop = ControlLoop(robot, source, VirtualClock(cfg.latency), cfg.loop_config(max_steps=int(u.max_episode_steps)),
+                       observer=observer)
     ee = robot.description.state_layout["ee_pos"]
     trace: list[np.ndarray] = []
 
@@ -122,6 +136,7 @@ def _play(env, policy, cfg: RuntimeConfig, seed: int, record_steps: bool, suppre
         return until is not None and step >= until
 
     result = loop.run(seed=seed, stop_if=stop_if)
+    result.arm_mismatch = cfg.arm_mismatch if cfg.mismatch.active else None
     if result.episode_over:
         trace.append(np.asarray(robot.observe()[OBS_STATE], dtype=np.float64)[ee])
     if not record_steps:
