@@ -35,11 +35,12 @@ def _records(out: Path) -> dict[tuple[str, str, int], tuple]:
     return got
 
 
-def _replay(tmp_path: Path, tasks: str, variants: str, seeds: int) -> None:
+def _replay(tmp_path: Path, tasks: str, variants: str, seeds: int, steer: str = "none", fixture: Path = FIXTURE) -> None:
+    """Run ``steer`` on the first ``seeds`` seeds and compare every episode with the committed ``fixture``."""
     ref = {(e["task"], e["variant"], e["seed"]): (e["success"], e["steps"], e["actions_sha256"])
-           for e in json.loads(FIXTURE.read_text())["episodes"]}
-    out = tmp_path / "bench"
-    assert main(["bench", "--task", tasks, "--variant", variants, "--steer", "none", "--episodes", str(seeds),
+           for e in json.loads(fixture.read_text())["episodes"]}
+    out = tmp_path / steer
+    assert main(["bench", "--task", tasks, "--variant", variants, "--steer", steer, "--episodes", str(seeds),
                  "--workers", "1", "--quiet", "true", "--plots", "false", "--out", str(out)]) == 0
     got = _records(out)
     assert got and set(got) <= set(ref)
@@ -138,13 +139,7 @@ VLS_FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "vls_defaults_e
 
 
 def _replay_vls(tmp_path: Path, tasks: str, variants: str, seeds: int) -> None:
-    ref = {(e["task"], e["variant"], e["seed"]): (e["success"], e["steps"], e["actions_sha256"])
-           for e in json.loads(VLS_FIXTURE.read_text())["episodes"]}
-    out = tmp_path / "vls"
-    assert main(["bench", "--task", tasks, "--variant", variants, "--steer", "vls", "--episodes", str(seeds),
-                 "--workers", "1", "--quiet", "true", "--plots", "false", "--out", str(out)]) == 0
-    got = _records(out)
-    assert got and {k: ref[k] for k in got} == got
+    _replay(tmp_path, tasks, variants, seeds, steer="vls", fixture=VLS_FIXTURE)
 
 
 def test_vls_at_default_settings_replays_the_committed_records_on_the_obstacle_tasks(tmp_path):

@@ -67,6 +67,33 @@ class Executor(Protocol):
         ...
 
 
+class Retries:
+    """What an executor forgives when workers die: an episode whose worker died under it runs again, at most
+    ``retries`` times (``rerun`` counts those runs); worker starts may fail ``workers * (retries + 1)`` times
+    in all. Past either bound the run stops with a RuntimeError naming ``what`` died and how (``last``)."""
+
+    def __init__(self, workers: int, retries: int, what: str) -> None:
+        self.workers, self.retries, self.what = workers, retries, what
+        self.rerun = 0
+        self.failed_starts = 0
+        self._lost: dict[tuple[int, int], int] = {}  # (cell, seed) -> times its worker died under it
+
+    def episode_lost(self, job: Job, last: str) -> None:
+        """``job``'s worker died: count a re-run, or raise when the episode has had its retries."""
+        key = (job[0], job[2])
+        self._lost[key] = self._lost.get(key, 0) + 1
+        if self._lost[key] > self.retries:
+            raise RuntimeError(f"episode (cell {job[0]}, seed {job[2]}): its {self.what} died {self._lost[key]} times "
+                               f"(last: {last}); not retried again (--episode_retries {self.retries})")
+        self.rerun += 1
+
+    def start_failed(self, last: str) -> None:
+        """A worker died while it started: count it, or raise when starts keep failing."""
+        self.failed_starts += 1
+        if self.failed_starts > self.workers * (self.retries + 1):
+            raise RuntimeError(f"bench {self.what}s keep dying while they start ({self.failed_starts} times; last: {last})")
+
+
 def make_executor(cfg: BenchConfig, policies: dict[str, str]) -> Executor:
     """The executor ``cfg`` asks for, not started yet. ``policies``: the run's checkpoint fingerprints
     (the records header's ``policies``), which remote workers check theirs against. Refuses bad options

@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from policy_steer.bench.executors import Job
+from policy_steer.bench.executors import Job, Retries
 from policy_steer.bench.worker import init_worker, run_job
 
 log = logging.getLogger(__name__)
@@ -65,9 +65,12 @@ class LocalExecutor:
     def __init__(self, workers: int, options: dict[str, Any], retries: int = 2) -> None:
         self.workers = workers
         self.options = options
-        self.retries = retries
-        self.rerun = 0
+        self._retries = Retries(workers, retries, "worker process")
         self._procs: dict[Connection, Any] = {}  # parent's end of a worker's pipe -> its process
+
+    @property
+    def rerun(self) -> int:
+        return self._retries.rerun
 
     def __enter__(self) -> LocalExecutor:
         return self
@@ -108,12 +111,10 @@ class LocalExecutor:
                 yield run_job(job)[1]
             return
         queue: deque[Job] = deque(jobs)
-        lost: dict[tuple[int, int], int] = {}  # (cell, seed) -> times its worker died under it
         # A process gets episodes once it is ready: a replacement still importing torch holds none back.
         starting = {self._start() for _ in range(min(self.workers, len(jobs)))}
         idle: list[Connection] = []
         busy: dict[Connection, Job] = {}
-        failed_starts = 0
         while queue or busy:
             while idle and queue:
                 conn, job = idle.pop(), queue.popleft()
@@ -142,11 +143,7 @@ class LocalExecutor:
                     if status == "ready":
                         idle.append(conn)
                         continue
-                    failed_starts += 1
-                    code = self._drop(conn)
-                    if failed_starts > self.workers * (self.retries + 1):
-                        raise RuntimeError(f"bench worker processes keep dying while they start ({failed_starts} times; "
-                                           f"last exit code {code})")
+                    self._retries.start_failed(f"exit code {self._drop(conn)}")
                     starting.add(self._start())
                     continue
                 job = busy.pop(conn)
@@ -155,14 +152,9 @@ class LocalExecutor:
                     yield value
                     continue
                 # the process died holding this episode: run it again on another worker
-                key = (job[0], job[2])
-                lost[key] = lost.get(key, 0) + 1
                 code = self._drop(conn)
-                if lost[key] > self.retries:
-                    raise RuntimeError(f"episode (cell {job[0]}, seed {job[2]}): its worker process died {lost[key]} "
-                                       f"times (last exit code {code}); not retried again (--episode_retries {self.retries})")
+                self._retries.episode_lost(job, f"exit code {code}")
                 log.warning("a worker process died (exit code %s) running episode (cell %d, seed %d); it runs again",
                             code, job[0], job[2])
-                self.rerun += 1
                 queue.appendleft(job)
                 starting.add(self._start())

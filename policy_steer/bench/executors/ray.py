@@ -49,7 +49,7 @@ from typing import Any
 import ray
 from ray.exceptions import NodeDiedError, ObjectLostError, RayActorError, RayTaskError, WorkerCrashedError
 
-from policy_steer.bench.executors import Job
+from policy_steer.bench.executors import Job, Retries
 from policy_steer.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -109,13 +109,16 @@ class RayExecutor:
         self.options = options
         self.address = address
         self.policies = policies
-        self.retries = retries
-        self.rerun = 0
+        self._retries = Retries(workers, retries, "Ray worker")
         self._started = False  # this executor called ray.init (so it calls ray.shutdown)
         self._actors: list[Any] = []
         self._env = {**ACTOR_ENV, **{k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}}
         if address:
             _check_reachable(address)  # before the run writes anything
+
+    @property
+    def rerun(self) -> int:
+        return self._retries.rerun
 
     def __enter__(self) -> RayExecutor:
         if ray.is_initialized():  # a caller (a notebook, a test) already joined a cluster: use it, leave it
@@ -160,13 +163,11 @@ class RayExecutor:
 
     def episodes(self, jobs: list[Job]) -> Iterator[dict[str, Any]]:
         queue: deque[Job] = deque(jobs)
-        lost: dict[tuple[int, int], int] = {}  # (cell, seed) -> times its worker died under it
         starting: dict[Any, Any] = {}  # check() ref -> actor not yet ready
         running: dict[Any, tuple[Any, Job]] = {}  # run() ref -> (actor, job)
         idle: list[Any] = []
         for _ in range(min(self.workers, len(jobs))):
             self._start_actor(starting)
-        failed_starts = 0
         last_report = time.monotonic()
         while queue or running:
             while idle and queue:
@@ -188,10 +189,7 @@ class RayExecutor:
                     raise e.as_instanceof_cause() from None
                 except WORKER_LOST as e:  # died while starting (its node went away, or it could not start)
                     self._drop(actor)
-                    failed_starts += 1
-                    if failed_starts > self.workers * (self.retries + 1):
-                        raise RuntimeError(f"Ray could not start bench workers ({failed_starts} failed starts; "
-                                           f"last: {_first_line(e)})") from None
+                    self._retries.start_failed(_first_line(e))
                     self._start_actor(starting)
                     continue
                 if problem:
@@ -204,16 +202,10 @@ class RayExecutor:
             except RayTaskError as e:  # the episode itself raised: stop, as a local worker does
                 raise e.as_instanceof_cause() from None
             except WORKER_LOST as e:
-                key = (job[0], job[2])
-                lost[key] = lost.get(key, 0) + 1
-                if lost[key] > self.retries:
-                    raise RuntimeError(f"episode (cell {job[0]}, seed {job[2]}): its worker died {lost[key]} times "
-                                       f"(last: {_first_line(e)}); not retried again (--episode_retries {self.retries})"
-                                       ) from None
+                self._retries.episode_lost(job, _first_line(e))
                 log.warning("a Ray worker died running episode (cell %d, seed %d) (%s); it runs again on another worker",
                             job[0], job[2], _first_line(e))
                 self._drop(actor)
-                self.rerun += 1
                 queue.appendleft(job)
                 self._start_actor(starting)
                 continue
