@@ -147,19 +147,14 @@ def write_mp4(frames: list[np.ndarray], path: str | Path, fps: int) -> None:
 def run_show(cfg: ShowConfig) -> int:
     from policy_steer.envs import make
     from policy_steer.envs.experts import make_expert
+    from policy_steer.envs.variants import parse_setting
 
     if not cfg.out and not cfg.video:
         raise ConfigError("nothing to do: give --out FILE.png and/or --video FILE.mp4")
     if len(cfg.size) != 2 or min(cfg.size) < 8:
         raise ConfigError(f"--size must be height,width (each >= 8), got {list(cfg.size)}")
     size = (int(cfg.size[0]), int(cfg.size[1]))
-    params = {}
-    for part in filter(None, (p.strip() for p in cfg.variant_params.split(";"))):
-        name, eq, value = part.partition("=")
-        if not eq:
-            raise ConfigError(f"--variant_params: {part!r} is not name=value")
-        params[name.strip()] = value.strip()
-    env = make(cfg.task, cfg.variant, render_size=size, variant_params=params)
+    env = make(cfg.task, cfg.variant, render_size=size, variant_params=parse_setting(cfg.variant_params))
     u = env.unwrapped
 
     def frame() -> np.ndarray:

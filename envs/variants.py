@@ -153,6 +153,19 @@ def parse_value(name: str, text: str) -> float | int:
     return int(v) if v.is_integer() and "." not in text and "e" not in text.lower() else v
 
 
+def parse_setting(text: str) -> dict[str, str]:
+    """One parameter setting as people type it, ``"obstacle.height=0.08;obstacle.radius=0.03"`` -> the
+    overrides :func:`resolve_params` takes (values as text, checked there). ``envs show`` and ``sim-robot``
+    read ``--variant_params`` this way (``bench`` takes value lists: policy_steer/bench/cells.py)."""
+    params: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in (text or "").split(";"))):
+        name, eq, value = part.partition("=")
+        if not eq:
+            raise ConfigError(f"--variant_params: {part!r} is not name=value")
+        params[name.strip()] = value.strip()
+    return params
+
+
 def resolve_params(
     task: str, variant: str, defaults: Mapping[str, VariantParams], overrides: Mapping[str, Any] | VariantParams | None,
 ) -> VariantParams | None:

@@ -168,6 +168,7 @@ class SimRobotConfig(HostOptions):
     estop: str = ""  # bind the e-stop control socket here (policy-steer estop; '' for none)
     task: str = "push"  # the simulated task (policy-steer envs list)
     variant: str = "nominal"  # its variant: nominal | obstacle | shifted-surface | clutter | moving-goal
+    variant_params: str = ""  # the variant's parameters, "obstacle.height=0.08;obstacle.radius=0.03" (policy-steer envs list)
     episodes: int = 1  # episodes to run
     seed: int = 0  # episode i uses seed + i
     clock: str = "wall"  # wall: real time at --rate; virtual: simulated time pauses while a chunk is computed
@@ -381,7 +382,9 @@ class RobotHost:
         if isinstance(cfg, SimRobotConfig):
             from policy_steer.hardware.drivers.sim_task import SimTaskArm
 
-            return SimTaskArm(cfg.task, cfg.variant, cfg.action_mode, cfg.max_steps)
+            from policy_steer.envs.variants import parse_setting
+
+            return SimTaskArm(cfg.task, cfg.variant, cfg.action_mode, cfg.max_steps, parse_setting(cfg.variant_params))
         assert isinstance(cfg, RobotConfig)
         driver, args = cfg.driver, list(cfg.driver_arg)
         if cfg.virtual_arm and (driver.startswith(LEROBOT) or driver == VIRTUAL):

@@ -56,11 +56,13 @@ class SimTaskArm(Arm):
     gripper_open, gripper_closed = 1.0, 0.0
 
     def __init__(self, task: str, variant: str = "nominal", action_mode: str = "delta",
-                 max_episode_steps: int | None = None) -> None:
+                 max_episode_steps: int | None = None, variant_params: dict[str, Any] | None = None) -> None:
         from policy_steer import envs
 
         self.task, self.variant = task, variant
-        self._env_kwargs: dict[str, Any] = {"action_mode": action_mode, "render_mode": None}
+        # variant_params: overrides of the variant's parameters (envs/variants.py), checked by the env
+        self._env_kwargs: dict[str, Any] = {"action_mode": action_mode, "render_mode": None,
+                                            "variant_params": variant_params}
         if max_episode_steps is not None:
             if max_episode_steps < 1:
                 raise ConfigError(f"max_steps must be >= 1, got {max_episode_steps}")

@@ -186,3 +186,24 @@ def test_a_policy_that_does_not_fit_the_task_is_one_clear_error():
         arm.check_policy(spec)
     with pytest.raises(SafetyError, match="takes ee_delta actions only"):
         make_space("joint", arm, 10.0, 3)
+
+
+def test_sim_robot_runs_the_variant_at_the_parameters_it_is_given():
+    """``sim-robot --variant_params``: the simulated task and the scene in its context are built at that
+    setting (as ``bench --variant_params`` builds them); a parameter the variant lacks is one clear error."""
+    from policy_steer.errors import ConfigError
+    from policy_steer.hardware.host import RobotHost, SimRobotConfig
+
+    def arm(params: str) -> SimTaskArm:
+        return RobotHost(SimRobotConfig(task="pick-place", variant="obstacle", variant_params=params))._make_arm()
+
+    low = arm("obstacle.height=0.08")
+    assert low.env.unwrapped.variant_params.height == 0.08
+    low.start_episode(seed=3)
+    wall = next(o for o in low.episode_context(3).scene.objects if o.kind == "obstacle")
+    assert wall.position[2] + wall.half_size[2] == pytest.approx(0.08, abs=1e-9)
+    assert arm("").env.unwrapped.variant_params.height == 0.17  # the default wall
+    with pytest.raises(ConfigError, match=r"obstacle\.height = 0\.5 is outside its range"):
+        arm("obstacle.height=0.5")
+    with pytest.raises(ConfigError, match="belongs to variant 'shifted-surface'"):
+        arm("surface.scale=2")
