@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/gpu_latency.py [--device cuda] [--policies diffusion,pi0,pi05]
         [--rounds 20] [--out docs/results/gpu_latency]
     .venv/bin/python benchmarks/gpu_latency.py --small --device cpu      # the same code, minutes on a CPU
+    .venv/bin/python benchmarks/gpu_latency.py --dtype float32,bfloat16 --compile false,true   # compute settings
 
 Policies: the shipped push DiffusionPolicy (``checkpoints/push-diffusion``, with its fitted TACO
 verifier), and pi0 / pi05 with random weights at their full default sizes (PaliGemma gemma_2b with a
@@ -26,6 +27,14 @@ For each: p50 / p95 chunk latency (ms; CUDA is synchronised before every clock r
 p50 to ``m1`` in the same run, and the peak memory of that configuration (``torch.cuda``'s peak
 allocated bytes on a GPU; on a CPU the process's peak RSS, which only grows). Written as JSON and a
 Markdown table under ``--out``.
+
+Compute settings (``--dtype`` and ``--compile``, comma lists; :mod:`policy_steer.policies.precision`):
+every combination loads the policy again with ``load_policy(dtype=, compile=)`` and measures every
+configuration; rows carry ``dtype`` and ``compiled``, ``ratio_to_m1`` is against the same setting's
+``m1`` and ``ratio_to_fp32_m1`` against float32 eager ``m1`` (when measured). ``compile_s`` is the
+time of the warm-up calls (the compile of every batch size). A combination the policy or the device
+does not offer (a compiled VLA, bfloat16 without bfloat16 kernels) is printed and written as skipped
+with the reason, never measured as something else.
 """
 
 from __future__ import annotations
@@ -168,17 +177,19 @@ def configurations(adapter, env, seed: int = 0) -> dict[str, Callable[[], Any]]:
     }, verifier
 
 
-def measure(name: str, folder: Path, device: str, rounds: int, warmup: int) -> list[dict[str, Any]]:
+def measure(name: str, folder: Path, device: str, rounds: int, warmup: int, dtype: str = "float32",
+            compile_: bool = False) -> list[dict[str, Any]]:
     from policy_steer.envs import make
     from policy_steer.policies import load_policy
     from policy_steer.policies.observation import camera_env_kwargs
 
     dev = torch.device(device)
     t0 = time.perf_counter()
-    adapter = load_policy(folder, device=device)
+    adapter = load_policy(folder, device=device, dtype=dtype, compile=compile_)
     load_s = time.perf_counter() - t0
     params = sum(p.numel() for p in adapter.policy.parameters())
     env = make(TASK, VARIANT, **camera_env_kwargs(adapter.spec.observation))
+    t0 = time.perf_counter()
     calls, verifier = configurations(adapter, env)
     for k, fn in calls.items():
         for _ in range(max(1, warmup)):
@@ -186,6 +197,7 @@ def measure(name: str, folder: Path, device: str, rounds: int, warmup: int) -> l
         idle = [s for s, acted in chunk.info.get("strategies", {}).items() if not acted]
         if idle:  # a timing of a strategy that did nothing would look like a cheap one
             raise RuntimeError(f"{name} {k}: strategies {idle} did not act on the benchmark's chunk")
+    warmup_s = time.perf_counter() - t0
     times: dict[str, list[float]] = {k: [] for k in calls}
     peaks: dict[str, int] = {}
     for _ in range(rounds):
@@ -202,10 +214,11 @@ def measure(name: str, folder: Path, device: str, rounds: int, warmup: int) -> l
     rows = []
     for k, ts in times.items():
         p50 = statistics.median(ts)
-        rows.append({"policy": name, "config": k, "device": str(dev), "params_m": params / 1e6, "verifier": verifier,
+        rows.append({"policy": name, "config": k, "device": str(dev), "dtype": dtype, "compiled": compile_,
+                     "compile_s": warmup_s if compile_ else 0.0, "params_m": params / 1e6, "verifier": verifier,
                      "p50_ms": p50, "p95_ms": float(np.percentile(ts, 95)), "ratio_to_m1": p50 / base,
                      "peak_mib": peaks[k] / 2**20, "load_s": load_s, "rounds": rounds})
-        print(f"{name:<10} {k:<22} p50 {p50:9.1f} ms  p95 {rows[-1]['p95_ms']:9.1f} ms  x{p50 / base:5.2f}  "
+        print(f"{name:<10} {dtype:<8} {'compiled' if compile_ else 'eager':<8} {k:<22} p50 {p50:9.1f} ms  p95 {rows[-1]['p95_ms']:9.1f} ms  x{p50 / base:5.2f}  "
               f"peak {rows[-1]['peak_mib']:9.0f} MiB", flush=True)
     del adapter
     if dev.type == "cuda":
@@ -216,11 +229,19 @@ def measure(name: str, folder: Path, device: str, rounds: int, warmup: int) -> l
 def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     lines = [f"# Chunk latency on {meta['device']} ({'small' if meta['small'] else 'full size'})", "",
              f"`{meta['command']}`", "",
-             "| policy | params (M) | configuration | p50 (ms) | p95 (ms) | p50 / M=1 | peak (MiB) |",
-             "|---|---|---|---|---|---|---|"]
+             "| policy | params (M) | dtype | compiled | configuration | p50 (ms) | p95 (ms) | p50 / M=1 | p50 / fp32 M=1 "
+             "| peak (MiB) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['policy']} | {r['params_m']:.1f} | {r['config']} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | "
-                     f"{r['ratio_to_m1']:.2f} | {r['peak_mib']:.0f} |")
+        fp32 = "" if r.get("ratio_to_fp32_m1") is None else f"{r['ratio_to_fp32_m1']:.2f}"
+        lines.append(f"| {r['policy']} | {r['params_m']:.1f} | {r['dtype']} | {'yes' if r['compiled'] else 'no'} | "
+                     f"{r['config']} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['ratio_to_m1']:.2f} | {fp32} | "
+                     f"{r['peak_mib']:.0f} |")
+    for sk in meta.get("skipped", []):
+        lines.append(f"\nSkipped: {sk['policy']} {sk['dtype']} compile={sk['compiled']}: {sk['reason']}")
+    compiled = sorted({(r['policy'], r['dtype'], round(r['compile_s'])) for r in rows if r['compiled']})
+    if compiled:
+        lines.append("\nWarm-up with compile (every batch size): " + "; ".join(f"{p} {d} {s} s" for p, d, s in compiled))
     return "\n".join(lines) + "\n"
 
 
@@ -232,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    ap.add_argument("--dtype", default="float32", help="comma list of dtypes to measure: float32, bfloat16")
+    ap.add_argument("--compile", default="false", help="comma list: false, true (torch.compile of the denoiser)")
     ap.add_argument("--out", default="docs/results/gpu_latency")
     args = ap.parse_args(argv)
     if args.threads:
@@ -240,6 +263,16 @@ def main(argv: list[str] | None = None) -> int:
     from policy_steer.policies.loading import check_device
 
     device = check_device(args.device)
+    from policy_steer.errors import ConfigError
+    from policy_steer.policies.precision import parse_dtype
+
+    dtypes = [parse_dtype(d) for d in args.dtype.split(",") if d.strip()]
+    compiles = []
+    for c in args.compile.split(","):
+        if c.strip().lower() not in ("true", "false"):
+            ap.error(f"--compile {c!r}: use true, false or both (false,true)")
+        compiles.append(c.strip().lower() == "true")
+    skipped: list[dict[str, Any]] = []
     size = SMALL if args.small else FULL
     env = make(TASK, VARIANT)
     state_dim = env.observation_space["observation.state"].shape[0]
@@ -256,12 +289,25 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"built {name} ({'full size' if size.full else 'small'}) in {time.perf_counter() - t0:.0f} s", flush=True)
             else:
                 ap.error(f"unknown policy {name!r}: use diffusion, pi0, pi05")
-            rows += measure(name, folder, device, args.rounds, args.warmup)
+            for dtype in dtypes:
+                for compile_ in compiles:
+                    try:
+                        got = measure(name, folder, device, args.rounds, args.warmup, dtype, compile_)
+                    except ConfigError as e:  # a combination this policy or device does not offer: said, not measured
+                        skipped.append({"policy": name, "dtype": dtype, "compiled": compile_, "reason": str(e)})
+                        print(f"{name:<10} {dtype:<8} compile={compile_}: skipped: {e}", flush=True)
+                        continue
+                    rows += got
+            base = {r["config"]: r["p50_ms"] for r in rows
+                    if r["policy"] == name and r["dtype"] == "float32" and not r["compiled"]}
+            for r in rows:
+                if r["policy"] == name:
+                    r["ratio_to_fp32_m1"] = r["p50_ms"] / base["m1"] if "m1" in base else None
             if name != "diffusion":
                 shutil.rmtree(folder)
     meta = {"command": "python benchmarks/gpu_latency.py " + " ".join(argv if argv is not None else sys.argv[1:]),
             "device": torch.cuda.get_device_name(0) if device.startswith("cuda") else "cpu", "small": args.small,
-            "torch": torch.__version__, "threads": torch.get_num_threads()}
+            "torch": torch.__version__, "threads": torch.get_num_threads(), "skipped": skipped}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "gpu_latency.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")

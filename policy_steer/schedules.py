@@ -46,6 +46,12 @@ class Plan(ABC):
     def step(self, x_t: Tensor, out: Tensor, k: int, generator: torch.Generator | None) -> Tensor:
         """x at step k+1."""
 
+    def draws_noise(self, k: int) -> bool:
+        """Whether ``step(..., k, generator)`` may draw from the generator. False: the update is
+        row-wise deterministic, so several sessions' rows can take it in one call (Sampler.sample_runs)
+        and no session's noise stream moves. True is always safe."""
+        return True
+
     @abstractmethod
     def shift_score(self, out: Tensor, grad: Tensor, k: int) -> Tensor:
         """Model output whose update follows score + ``grad`` (grad = d log r / d x_t), classifier-guidance form."""
@@ -135,6 +141,9 @@ class DiffusionPlan(Plan):
 
     def step(self, x_t: Tensor, out: Tensor, k: int, generator: torch.Generator | None) -> Tensor:
         return self.scheduler.step(out, self.timesteps[k], x_t, generator=generator).prev_sample
+
+    def draws_noise(self, k: int) -> bool:
+        return self.method != "ddim"  # DDIM at diffusers' default eta = 0 (what step calls) draws nothing
 
     def shift_score(self, out: Tensor, grad: Tensor, k: int) -> Tensor:
         # score = -eps / sqrt(1 - abar): a score shift g is eps' = eps - sqrt(1 - abar) g, and the
@@ -232,6 +241,9 @@ class FlowPlan(Plan):
     def noise_hat(self, x_t: Tensor, out: Tensor, k: int) -> Tensor:
         a, _, da, _, det = self._coeffs(k)
         return (a * out - da * x_t) / det
+
+    def draws_noise(self, k: int) -> bool:
+        return self.method != "euler" and self.sde_noise != 0.0
 
     def step(self, x_t: Tensor, out: Tensor, k: int, generator: torch.Generator | None) -> Tensor:
         dt = self.dts[k]

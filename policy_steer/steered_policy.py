@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from policy_steer.errors import CONTEXT_MISMATCH, CONTEXT_REQUIRED, ConfigError, SteeringRefused, ValidationError
 from policy_steer.policies.base import DenoisingPolicy
-from policy_steer.sampler import Sampler, SamplerConfig
+from policy_steer.sampler import SampleResult, Sampler, SamplerConfig
 from policy_steer.steering.base import Strategy
 from policy_steer.types import OBS_STATE, STEP, TASK, Chunk, EpisodeContext, Observation
+
+if TYPE_CHECKING:
+    from policy_steer.transport.inference import BatchItem
 
 
 class SteeredPolicy:
@@ -32,6 +36,9 @@ class SteeredPolicy:
     chunk), and ``ancestry`` [M] (which initial sample each candidate descends from after resampling),
     so that each candidate can be drawn with its score (``info["steer"][strategy]["scores"]``). It only
     copies what the sampler already computed: the chunk and the noise stream are the same either way.
+
+    Several robots (``predict_chunks``, a server's ``--max_batch``): their observations share one
+    sampling run while each keeps its own history, noise stream, context and strategies' state.
     """
 
     def __init__(
@@ -237,6 +244,12 @@ class SteeredPolicy:
             ctx, noise, self.strategies, generator=self.generator, prefix=prefix_t, obs=obs,
             prefix_offset=offset, prefix_committed=prefix_committed,
         )
+        return self._chunk(result, step, t0, t_prep)
+
+    def _chunk(self, result: SampleResult, step: int, t0: float, t_prep: float) -> Chunk:
+        """The winner of ``result`` in policy output units, with the chunk's info (the strategies in force
+        hold the state of the session it is for: ``acted()`` is read here)."""
+        policy = self.policy
         x = result.x0[result.winner, policy.chunk_slice]
         actions = policy.unnormalize_actions(x).cpu().numpy().astype(np.float32)
         if not np.all(np.isfinite(actions)):
@@ -245,7 +258,7 @@ class SteeredPolicy:
         info: dict[str, Any] = {
             "latency_ms": (t1 - t0) * 1e3,
             "prepare_ms": (t_prep - t0) * 1e3,
-            "candidates": n,
+            "candidates": int(result.x0.shape[0]),
             "winner": result.winner,
             "steer": dict(result.info),
             "strategies": {s.name: bool(s.acted()) for s in self.strategies},
@@ -257,6 +270,111 @@ class SteeredPolicy:
             info["candidate_actions"] = every  # [M, H, A]; types.RECORDING_ONLY_INFO: never sent over the wire
             info["ancestry"] = list(result.ancestry)
         return Chunk(actions=actions, start_step=step, info=info)
+
+    # --- several sessions in one sampling run (the server's BatchPolicy) ------------------------------
+    @property
+    def shares_runs(self) -> bool:
+        """Whether the strategies in force let several sessions share one sampling run (all ``batchable``)."""
+        return all(s.batchable for s in self.strategies)
+
+    def end_session(self, session_id: str) -> None:
+        """Nothing to forget: a session's state travels in its :class:`BatchItem` (``item.state``)."""
+
+    @torch.no_grad()
+    def predict_chunks(self, items: list["BatchItem"]) -> list[Chunk]:
+        """Several sessions' chunks, their candidates sampled in one run (one denoiser call per step).
+
+        ``item.state`` is the session's state as :meth:`export_session_state` returns it, its episode
+        already started (None, for a lone item only: the state this policy holds now); on return it
+        holds the session's state after its chunk, and this policy's own state is what it was before
+        the call (several items without a state: ConfigError, they would draw the same noise). Each session's
+        observation is prepared with its own history and its candidates drawn from its own noise
+        stream, then every session's rows go through :meth:`Sampler.sample_runs`, where its strategies
+        score and select among its own rows only. So chunk i is the chunk :meth:`predict_chunk` would
+        return for item i alone, to float tolerance (a batched matrix product may round differently).
+
+        Its info is predict_chunk's (``latency_ms`` is the whole call's) plus ``batch``: how many
+        sessions shared the run. A strategy in force that is not ``batchable`` (then even for a lone
+        item), or a context that cannot be stacked (``Context.shared``: a VLA's prefix KV cache is built
+        per observation), runs every item alone through predict_chunk: ``batch`` 1 and ``alone`` saying why.
+        """
+        items = list(items)
+        if len(items) > 1 and any(it.state is None for it in items):
+            missing = [it.session for it in items if it.state is None]
+            raise ConfigError(
+                f"predict_chunks: sessions {missing} have no state (BatchItem.state); several sessions each need "
+                "their own (export_session_state() after their start_episode), or they would draw the same noise"
+            )
+        t0 = time.perf_counter()
+        live = self.export_session_state()
+        try:
+            why = None
+            if not self.shares_runs:  # said even for a lone item: a batching server runs those one by one
+                names = [s.name for s in self.strategies if not s.batchable]
+                why = f"strategies {', '.join(names)} are not batchable"
+            chunks = self._shared_run(items, t0) if len(items) > 1 and why is None else None
+            if chunks is None:
+                if why is None and len(items) > 1:
+                    why = "the policy's context holds per-observation shared state (Context.shared) that cannot be stacked"
+                chunks = [self._alone(it, why) for it in items]
+            return chunks
+        finally:
+            self.import_session_state(live)
+
+    def _alone(self, item: "BatchItem", why: str | None) -> Chunk:
+        """One item through :meth:`predict_chunk` under its session's state."""
+        if item.state is not None:
+            self.import_session_state(item.state)
+        chunk = self.predict_chunk(
+            item.obs, prefix=item.prefix, start_step=item.start_step, prefix_start=item.prefix_start,
+            prefix_committed=item.prefix_committed,
+        )
+        item.state = self.export_session_state()
+        chunk.info["batch"] = 1
+        if why is not None:
+            chunk.info["alone"] = why
+        return chunk
+
+    def _shared_run(self, items: list["BatchItem"], t0: float) -> list[Chunk] | None:
+        """Every item in one :meth:`Sampler.sample_runs` (None, nothing changed: the contexts cannot be stacked)."""
+        policy, n = self.policy, self.candidates
+        runs, states, prep_ms = [], [], []
+        for it in items:  # each session under its own state: history, noise stream, context
+            tp = time.perf_counter()
+            if it.state is not None:
+                self.import_session_state(it.state)
+            obs = it.obs if self.task is None else {**it.obs, TASK: self.task}
+            ctx = policy.expand(policy.prepare(obs), n)
+            if ctx.shared:
+                return None
+            prep_ms.append((time.perf_counter() - tp) * 1e3)
+            generator = torch.Generator(device=policy.device)
+            generator.set_state(self.generator.get_state())
+            noise = policy.make_noise(n, generator)
+            step = int(obs.get(STEP, 0)) if it.start_step is None else int(it.start_step)
+            prefix_t = None if it.prefix is None else self._prefix_tensor(it.prefix)
+            offset = None if prefix_t is None or it.prefix_start is None else int(it.prefix_start) - step
+            run = self.sampler.new_run(
+                ctx, noise, self.strategies, generator=generator, prefix=prefix_t, obs=obs,
+                prefix_offset=offset, prefix_committed=it.prefix_committed,
+            )
+            run.episode_states = [s.export_episode_state() for s in self.strategies]
+            runs.append(run)
+            states.append((step, self.policy.export_session_state(), self.context))
+        first = runs[0].ctx
+        stacked = replace(first, batch_size=sum(r.ctx.batch_size for r in runs),
+                          tensors={k: torch.cat([r.ctx.tensors[k] for r in runs]) for k in first.tensors})
+        results = self.sampler.sample_runs(stacked, runs)
+        latency_ms = (time.perf_counter() - t0) * 1e3
+        chunks = []
+        for it, run, result, (step, policy_state, context), ms in zip(items, runs, results, states, prep_ms):
+            for s, st in zip(self.strategies, run.episode_states):  # acted() reads the session's own state
+                s.import_episode_state(st)
+            chunks.append(self._chunk(result, step, t0, t0 + ms / 1e3))
+            chunks[-1].info.update({"latency_ms": latency_ms, "batch": len(items)})
+            it.state = {"policy": policy_state, "generator": run.generator.get_state(), "context": context,
+                        "strategies": run.episode_states}
+        return chunks
 
     def _prefix_tensor(self, prefix: np.ndarray) -> torch.Tensor:
         prefix = np.asarray(prefix, dtype=np.float32)

@@ -37,6 +37,7 @@ def test_a_small_pi0_runs_every_configuration(tmp_path):
     assert by["m1"]["ratio_to_m1"] == 1.0
     assert by["taco16_once"]["verifier"] == "random"  # a random-weight VLA has no fitted verifier
     assert all(r["p95_ms"] >= r["p50_ms"] > 0 and r["peak_mib"] > 0 for r in rows)
+    assert all(r["dtype"] == "float32" and not r["compiled"] and r["ratio_to_fp32_m1"] == r["ratio_to_m1"] for r in rows)
 
 
 @pytest.mark.slow
@@ -72,3 +73,28 @@ def test_the_full_size_backbone_is_lerobots_own(kind):
     shapes = {n: tuple(p.shape) for n, p in ours.named_parameters()}
     assert shapes == {n: tuple(p.shape) for n, p in theirs.named_parameters()}
     assert sum(p.numel() for p in ours.parameters()) > 3e9  # gemma_2b + so400m + gemma_300m
+
+
+def test_compute_settings_are_measured_or_skipped_by_name(tmp_path):
+    """--dtype / --compile lists: every combination is a measured row set or a skipped entry with its reason."""
+    out = tmp_path / "gpu_latency"
+    assert _bench().main(["--small", "--device", "cpu", "--policies", "pi0", "--rounds", "1", "--warmup", "1",
+                          "--threads", "1", "--dtype", "float32,bf16", "--compile", "false,true", "--out", str(out)]) == 0
+    data = json.loads((out / "gpu_latency.json").read_text())
+    rows = data["rows"]
+    assert {(r["dtype"], r["compiled"]) for r in rows} == {("float32", False), ("bfloat16", False)}
+    assert {r["config"] for r in rows if r["dtype"] == "bfloat16"} == CONFIGS
+    fp32_m1 = next(r for r in rows if r["dtype"] == "float32" and r["config"] == "m1")
+    assert fp32_m1["ratio_to_fp32_m1"] == 1.0
+    assert all(r["ratio_to_fp32_m1"] > 0 for r in rows)
+    skipped = data["meta"]["skipped"]
+    assert {(s["dtype"], s["compiled"]) for s in skipped} == {("float32", True), ("bfloat16", True)}
+    assert all("--compile true is not offered for pi0" in s["reason"] for s in skipped)
+    assert "Skipped: pi0" in (out / "gpu_latency.md").read_text()
+
+
+def test_a_bad_dtype_is_refused_by_name():
+    from policy_steer.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--dtype 'float8'"):
+        _bench().main(["--small", "--device", "cpu", "--policies", "pi0", "--dtype", "float32,float8"])

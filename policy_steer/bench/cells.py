@@ -127,6 +127,30 @@ def variant_param_sets(task: str, variant: str, swept: list[tuple[str, list[str]
     return sets
 
 
+def parse_steer_options(text: str, steers: list[str]) -> dict[str, str]:
+    """``--steer_options "name=value;..."`` -> {name: value text}; a name no method of ``steers`` reads is refused."""
+    out: dict[str, str] = {}
+    for part in (p.strip() for p in (text or "").split(";")):
+        if not part:
+            continue
+        name, eq, value = part.partition("=")
+        name, value = name.strip(), value.strip()
+        if not eq or not name or not value:
+            raise ConfigError(f"--steer_options: {part!r} is not name=value")
+        if name in out:
+            raise ConfigError(f"--steer_options names {name} twice")
+        out[name] = value
+    own = sorted(n for n in out if n in _OPTIONS or any(n in m.axes for steer in steers for m in methods_of(steer)))
+    if own:
+        raise ConfigError(f"--steer_options {', '.join(own)}: the bench has its own option for it (--{own[0]} ...)")
+    known = {k for steer in steers for m in methods_of(steer) for k in m.settings}
+    unknown = sorted(set(out) - known)
+    if unknown:
+        raise ConfigError(f"--steer_options {', '.join(unknown)}: no method of --steer {','.join(steers)} reads it; "
+                          f"their settings are {sorted(known)}")
+    return out
+
+
 def expand_cells(cfg: BenchConfig) -> list[Cell]:
     from policy_steer.envs import TASKS, VARIANTS
     from policy_steer.envs.variants import GROUPS
@@ -150,10 +174,14 @@ def expand_cells(cfg: BenchConfig) -> list[Cell]:
                 where = f"belongs to variant {owner[0]!r}, which" if owner else "belongs to no variant; this run's"
                 raise ConfigError(f"--variant_params {name} {where} is not in --variant {','.join(variants)}")
         param_sets = {v: variant_param_sets(task, v, swept) for v in variants}
+        steer_options = parse_steer_options(cfg.steer_options, list(cfg.steer))
         for steer in cfg.steer:
             axes = sorted({a for m in methods_of(steer) for a in m.axes})
             axis_values = [list(getattr(cfg, a)) for a in axes]
-            options = tuple((o, getattr(cfg, o)) for o in _OPTIONS)
+            reads = {k for m in methods_of(steer) for k in m.settings}
+            # --steer_options only where this cell's method reads them (so "none" cells stay the plain policy)
+            options = tuple((o, getattr(cfg, o)) for o in _OPTIONS) + tuple(
+                sorted((k, v) for k, v in steer_options.items() if k in reads))
             for combo in itertools.product(*axis_values):
                 settings = tuple(sorted(zip(axes, combo))) + options
                 for policy, variant, mode, latency in itertools.product(policies, variants, cfg.mode, cfg.latency):

@@ -16,6 +16,9 @@ class BenchConfig:
     variant_params: str = ""
     policy: StrList = field(default_factory=StrList)  # checkpoint folders or hub ids (empty: checkpoints/<task>-diffusion)
     trust_checkpoint: bool = False  # load --policy even where it names code to run (see policies/checkpoint_safety.py)
+    dtype: str = "float32"  # the policy network's weights and compute: float32 or bfloat16 (policies/precision.py)
+    compile: bool = False  # torch.compile the denoiser (the first chunk of each batch size compiles)
+    activations: str = "exact"  # exact, or sigmoid: Mish / tanh-GELU rewritten through the sigmoid (same chunks to float rounding)
     steer: StrList = field(default_factory=lambda: StrList(["none"]))  # steering: none, taco, vls, rtc, taco+vls, ...
     mode: StrList = field(default_factory=lambda: StrList(["sync"]))  # execution modes: sync, async, vlash
     latency: StrList = field(default_factory=lambda: StrList(["0"]))  # control steps: N, uniform:LO-HI, replay:FILE
@@ -55,17 +58,27 @@ class BenchConfig:
     rtc_max_weight: float = 5.0  # RTC: beta, the clip of the guidance weight
     rtc_soft_mask: str = "exp"  # RTC: weights of the uncommitted overlap: exp, linear, ones, hard
     rtc_soft_rows: int | None = None  # RTC: how many uncommitted prefix rows get soft weights (None: all)
+    # any other steering setting, "name=value;name=value" (e.g. "vls_through=x0_hat;warm_from=0.5"): each must be
+    # read by a method of --steer, and goes only to the cells whose method reads it (see bench/cells.py)
+    steer_options: str = ""
     # output
     plots: bool = True  # write PNG plots next to the results
     record_bag: str | None = None  # write one ROS 2 bag (rosbag2 folder, MCAP) per episode under this folder (policy-steer bag summary reads them)
     record_episodes: IntList = field(default_factory=IntList)  # with --record_bag: only the episodes of these seeds (empty: every episode)
     quiet: bool = False  # no progress bar
 
+    def __post_init__(self) -> None:
+        # a bad --dtype / --activations, or bfloat16 / compile this machine cannot run: one line before any worker starts
+        from policy_steer.policies.precision import Compute, check_compute
+
+        compute = check_compute(Compute(dtype=self.dtype, compile=self.compile, activations=self.activations), "cpu")
+        self.dtype = compute.dtype
+
 
 # BenchConfig fields every episode reads in the worker that runs it (not axes: the same in every cell).
 # An executor passes exactly these to policy_steer.bench.worker.init_worker.
 WORKER_OPTIONS = ("trigger", "n_execute", "estimator", "arm_mismatch", "quantize", "sampler_method", "num_steps", "trust_checkpoint",
-                  "record_bag", "record_episodes")
+                  "record_bag", "record_episodes", "dtype", "compile", "activations")
 
 
 def worker_options(cfg: BenchConfig) -> dict:

@@ -82,6 +82,10 @@ HEADER, EPISODE = "header", "episode"
 # permission to load a checkpoint (issue 14's trust_checkpoint), and which episodes are recorded as bags.
 NOT_IDENTITY = ("out", "resume", "overwrite", "workers", "executor", "ray_address", "episode_retries", "quiet", "plots",
                 "trust_checkpoint", "record_bag", "record_episodes")
+# BenchConfig fields added after runs were recorded, with the value that reproduces what those runs did (their
+# defaults leave every chunk bit-identical): a header without the field resumes when the field has this value.
+# A field whose default changes behaviour (the estimator's "auto" since #19) is not listed: such runs are refused.
+NEUTRAL_WHEN_ABSENT = {"dtype": "float32", "compile": False, "activations": "exact", "steer_options": ""}
 TIMING_SUFFIXES = ("_ms", "_s")  # steering figures with these name endings are wall-clock measurements
 _BIG_FILE = 64 * 1024 * 1024  # files above this are fingerprinted by size and their first and last 4 MiB
 
@@ -300,6 +304,8 @@ def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     diffs = []
     oc, nc = old.get("config") or {}, new.get("config") or {}
     for k in sorted((set(oc) | set(nc)) - set(NOT_IDENTITY)):  # a header may predate a field's move to NOT_IDENTITY
+        if k not in oc and k in NEUTRAL_WHEN_ABSENT and nc.get(k) == NEUTRAL_WHEN_ABSENT[k]:
+            continue  # the run predates the field, and its value here is what the run did
         if k not in oc:
             # A field added since the run began: its default may not mean what the run did (e.g. the estimator
             # "auto" picks differently), so the run is not resumed under it.

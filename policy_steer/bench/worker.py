@@ -53,7 +53,9 @@ def steered_policy(cell: Cell, sampler_method: str = "auto", num_steps: int | No
 
     if cell.policy_key not in _POLICIES:
         if cell.policy not in _BASE:
-            _BASE[cell.policy] = load_policy(cell.policy, trust_checkpoint=bool(_CONFIG.get("trust_checkpoint", False)))
+            _BASE[cell.policy] = load_policy(cell.policy, trust_checkpoint=bool(_CONFIG.get("trust_checkpoint", False)),
+                                             dtype=_CONFIG.get("dtype", "float32"), compile=bool(_CONFIG.get("compile", False)),
+                                             activations=_CONFIG.get("activations", "exact"))
         base = _BASE[cell.policy]
         setup = build_steering(base, cell.steer, cell.settings_dict)
         sampler = setup.sampler or SamplerConfig(method=sampler_method, num_steps=num_steps)

@@ -11,6 +11,10 @@ An adapter wraps one family of lerobot policies and exposes its denoising loop p
 - ``denoise_with_features``: the denoiser output plus an internal per-candidate feature (TACO);
 - ``normalize_actions`` / ``unnormalize_actions``: lerobot's processor statistics, differentiable.
 
+``compute`` (:class:`policy_steer.policies.precision.Compute`) says how the network computes (dtype,
+compiled denoiser, activation forms); whatever it says, ``denoise`` takes and returns float32 and
+``denoise_with_features`` returns float32 features, so the sampler never sees another dtype.
+
 All tensors on the sampling path are in the policy's *normalised* action space, [B, H, A], where H is
 the model's full horizon (``model_horizon``) and A its action width (``model_action_dim``, which
 may include padding the model carries); :meth:`DenoisingPolicy.chunk_slice` says which of those
@@ -26,6 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from policy_steer.policies.precision import Compute
 from policy_steer.schedules import Schedule
 from policy_steer.types import Observation, PolicySpec
 
@@ -54,6 +59,7 @@ class DenoisingPolicy(ABC):
     feature_dim: int | None = None  # width of ``features(ctx)`` when the adapter states it (else read off its layers)
     path: Any = None  # the local folder it was loaded from (pathlib.Path), when loaded from one
     meta: Any = None  # the checkpoint's policy_steer.json (policies.loading.CheckpointMeta), when loaded from a folder
+    compute: Compute = Compute()  # dtype / compile / activations the network runs with (float32 eager by default)
 
     # --- sizes -------------------------------------------------------------------------------------
     @property

@@ -11,6 +11,9 @@
   coarse plan of the whole chunk. On push (a trained reference policy, CFN fitted with the same
   settings) the held-out AUC of recorded vs perturbed chunks was 0.93 with both, 0.91 with the
   bottleneck alone and 0.84 with the last layer alone (see policy_steer/steering/taco/).
+- ``compute`` (dtype, compiled UNet, sigmoid activations): :mod:`policy_steer.policies.precision`;
+  the global conditioning is kept in float32 in the context, the UNet's output and features are
+  returned in float32.
 - chunks start at model row ``n_obs_steps - 1`` (lerobot's rows before that belong to past
   observations), so ``spec.horizon = horizon - n_obs_steps + 1``.
 """
@@ -24,13 +27,16 @@ from policy_steer.policies.base import Context, DenoisingPolicy
 from policy_steer.policies.history import ObservationHistory
 from policy_steer.policies.normalization import ActionNormalizer
 from policy_steer.policies.observation import spec_features_from_lerobot, to_policy_inputs
+from policy_steer.policies.precision import Compute, apply_compute
 from policy_steer.schedules import DiffusionSchedule
 from policy_steer.types import OBS_IMAGES, STEP, Observation, PolicySpec
 
 
 class DiffusionAdapter(DenoisingPolicy):
-    def __init__(self, policy, preprocessor, postprocessor, control_hz: float = 10.0, name: str = "diffusion") -> None:
+    def __init__(self, policy, preprocessor, postprocessor, control_hz: float = 10.0, name: str = "diffusion",
+                 compute: Compute | None = None) -> None:
         policy.eval()
+        policy.requires_grad_(False)  # frozen: guidance differentiates w.r.t. the sample, never the weights
         self.policy = policy
         self.config = cfg = policy.config
         self.preprocessor = preprocessor
@@ -58,6 +64,8 @@ class DiffusionAdapter(DenoisingPolicy):
         self._last_hidden: Tensor | None = None
         self.unet.mid_modules[-1].register_forward_hook(self._keep_bottleneck)
         self.unet.final_conv[0].register_forward_hook(self._keep_last_hidden)
+        self.compute = compute or Compute()
+        self._unet = apply_compute(self.compute, policy, self.unet)  # the UNet as called (compiled or not)
 
     @property
     def model_horizon(self) -> int:
@@ -88,17 +96,19 @@ class DiffusionAdapter(DenoisingPolicy):
         batch = self.history.stacked()  # [1, n_obs, ...]
         if self.config.image_features:
             batch[OBS_IMAGES] = torch.stack([batch[k] for k in self.config.image_features], dim=-4)
-        with torch.no_grad():
+        with torch.no_grad(), self.compute.autocast(self.device):
             global_cond = self.model._prepare_global_conditioning(batch)
-        return Context(batch_size=1, tensors={"global_cond": global_cond})
+        return Context(batch_size=1, tensors={"global_cond": global_cond.float()})
 
     def denoise(self, x_t: Tensor, t: Tensor, ctx: Context) -> Tensor:
-        return self.unet(x_t, t, global_cond=ctx.tensors["global_cond"])
+        with self.compute.autocast(self.device):
+            out = self._unet(x_t, t, global_cond=ctx.tensors["global_cond"])
+        return out.float()
 
     def denoise_with_features(self, x_t: Tensor, t: Tensor, ctx: Context) -> tuple[Tensor, Tensor]:
         out = self.denoise(x_t, t, ctx)
         first = self._last_hidden[:, :, self.chunk_slice.start]
-        return out, torch.cat([self._bottleneck.mean(dim=-1), first], dim=-1)
+        return out, torch.cat([self._bottleneck.mean(dim=-1), first], dim=-1).float()
 
     def features(self, ctx: Context) -> Tensor:
         return ctx.tensors["global_cond"]

@@ -18,6 +18,12 @@ an action expert that attends to that cache (``euler_integrate``: time 1 = noise
   expert's last hidden layer at that step (after the expert's final norm, exactly what
   ``action_out_proj`` reads): [B, expert_width]. Taken with a forward pre-hook on ``action_out_proj``.
 
+**Compute.** ``--dtype bfloat16`` is lerobot's own ``dtype`` for pi0 / pi05 (set on the config
+before the model is built by :func:`policy_steer.policies.loading.load_policy`: bfloat16 weights except
+the parameters lerobot keeps in float32); the velocity and the feature come back as float32.
+SmolVLA has no such option and ``--compile`` is not offered for these adapters yet: both are refused
+by name when loading.
+
 **Padding.** lerobot pads actions to ``max_action_dim`` inside the model and integrates all padded
 dimensions (the padded noise dimensions feed the expert), so the sampler's tensors here are padded:
 [B, chunk_size, max_action_dim] (``model_action_dim``), and ``make_noise`` draws that shape exactly as
@@ -43,6 +49,7 @@ from policy_steer.errors import CheckpointError
 from policy_steer.policies.base import Context, DenoisingPolicy
 from policy_steer.policies.normalization import ActionNormalizer
 from policy_steer.policies.observation import spec_features_from_lerobot, to_policy_inputs
+from policy_steer.policies.precision import Compute
 from policy_steer.schedules import PI0_PATH, FlowSchedule
 from policy_steer.types import Observation, PolicySpec
 
@@ -77,8 +84,11 @@ class FlowVLAAdapter(DenoisingPolicy):
     policy_type: str = ""
     _denoise_needs_state = False  # pi0 feeds the state to every denoising step
 
-    def __init__(self, policy, preprocessor, postprocessor, control_hz: float = 10.0, name: str | None = None) -> None:
+    def __init__(self, policy, preprocessor, postprocessor, control_hz: float = 10.0, name: str | None = None,
+                 compute: Compute | None = None) -> None:
         policy.eval()
+        policy.requires_grad_(False)  # frozen: guidance differentiates w.r.t. the sample, never the weights
+        self.compute = compute or Compute()  # the dtype is lerobot's config.dtype, already applied
         self.policy = policy
         self.model = policy.model
         self.feature_dim = int(self.model.action_out_proj.in_features)  # features(): the action expert's last hidden
@@ -165,12 +175,13 @@ class FlowVLAAdapter(DenoisingPolicy):
         return out
 
     def denoise(self, x_t: Tensor, t: Tensor, ctx: Context) -> Tensor:
-        return self._denoise_step(x_t, t, ctx)
+        return self._denoise_step(x_t, t, ctx).float()
 
     def denoise_with_features(self, x_t: Tensor, t: Tensor, ctx: Context) -> tuple[Tensor, Tensor]:
         self._first_action_token = None
         out = self.denoise(x_t, t, ctx)
-        return out, self._first_action_token
+        feature = self._first_action_token
+        return out, None if feature is None else feature.float()
 
     def _keep_first_action_token(self, module, inputs) -> None:
         # the expert's last hidden layer over the action tokens, [B, chunk, W]; row 0 is the first action
@@ -309,9 +320,10 @@ class SmolVLAAdapter(FlowVLAAdapter):
 ADAPTERS: dict[str, type[FlowVLAAdapter]] = {"pi0": PI0Adapter, "pi05": PI05Adapter, "smolvla": SmolVLAAdapter}
 
 
-def make_vla_adapter(policy, preprocessor, postprocessor, control_hz: float = 10.0, name: str | None = None) -> FlowVLAAdapter:
+def make_vla_adapter(policy, preprocessor, postprocessor, control_hz: float = 10.0, name: str | None = None,
+                     compute: Compute | None = None) -> FlowVLAAdapter:
     """The adapter for a lerobot pi0 / pi05 / smolvla policy (chosen by its config's ``type``)."""
     policy_type = policy.config.type
     if policy_type not in ADAPTERS:
         raise CheckpointError(f"no flow-VLA adapter for policy type {policy_type!r} (pi0, pi05, smolvla)")
-    return ADAPTERS[policy_type](policy, preprocessor, postprocessor, control_hz=control_hz, name=name)
+    return ADAPTERS[policy_type](policy, preprocessor, postprocessor, control_hz=control_hz, name=name, compute=compute)

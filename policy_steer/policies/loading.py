@@ -27,6 +27,11 @@ Devices: a checkpoint's processors remember the device they were saved on (lerob
 the adapters hand actions to the robot as numpy arrays. A checkpoint trained on a GPU therefore loads
 on a CPU machine, and a CPU checkpoint runs on a GPU with its inputs on the GPU. A device this machine
 does not have is refused before anything is read.
+
+Compute (``dtype``, ``compile``, ``activations``; the CLIs' ``--dtype``, ``--compile``, ``--activations``):
+see :mod:`policy_steer.policies.precision`. A combination this machine or this policy type cannot run
+(bfloat16 without bfloat16 kernels, compile without a compiler, SmolVLA in bfloat16, a compiled VLA)
+is refused before anything is read.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from typing import Any, Callable
 from policy_steer.errors import CheckpointError, ConfigError
 from policy_steer.policies.base import DenoisingPolicy
 from policy_steer.policies.checkpoint_safety import POLICY_TYPES, StepRule, check_checkpoint, local_folder, loading_guard
+from policy_steer.policies.precision import Compute, check_compute
 
 log = logging.getLogger(__name__)
 
@@ -145,13 +151,16 @@ def _require_files(folder: Path, name: str | None = None) -> Path:
 
 
 def load_policy(path_or_repo_id: str | Path, device: str = "cpu", control_hz: float | None = None,
-                trust_checkpoint: bool = False) -> DenoisingPolicy:
+                trust_checkpoint: bool = False, dtype: str = "float32", compile: bool = False,
+                activations: str = "exact") -> DenoisingPolicy:
     """lerobot checkpoint -> DenoisingPolicy adapter, with its processors loaded from the same place.
 
     ``trust_checkpoint``: load what the folder names even where it would run code (see the module
-    docstring); off by default, and a WARNING names the folder when it is on.
+    docstring); off by default, and a WARNING names the folder when it is on. ``dtype`` / ``compile`` /
+    ``activations``: how the network computes (:mod:`policy_steer.policies.precision`).
     """
     device = check_device(device)
+    compute = check_compute(Compute(dtype=dtype, compile=bool(compile), activations=activations), device)
     folder = resolve_checkpoint(path_or_repo_id)
     rule = StepRule()
     check_checkpoint(folder, trust_checkpoint, rule)  # before lerobot reads anything in it
@@ -163,6 +172,7 @@ def load_policy(path_or_repo_id: str | Path, device: str = "cpu", control_hz: fl
     if not policy_type:
         raise CheckpointError(f"{folder}/config.json has no policy 'type'")
     make_adapter = _adapter_for(policy_type)
+    _check_compute_for(policy_type, compute)
     meta = CheckpointMeta.read(folder)
     pre_overrides = {**_tokenizer_overrides(folder), **_device_overrides(folder, "policy_preprocessor.json", device)}
     post_overrides = _device_overrides(folder, "policy_postprocessor.json", "cpu")
@@ -174,6 +184,8 @@ def load_policy(path_or_repo_id: str | Path, device: str = "cpu", control_hz: fl
         with loading_guard(folder, trust_checkpoint, rule):
             cfg = PreTrainedConfig.from_pretrained(folder)
             cfg.device = device
+            if policy_type in VLA_DTYPE_TYPES:
+                cfg.dtype = compute.dtype  # lerobot converts the VLA itself (some parameters stay float32)
             _resolve_local_backbones(cfg, folder)
             if not trust_checkpoint and getattr(cfg, "pretrained_backbone_weights", None):
                 # DiffusionPolicy's ResNet would download torchvision's ImageNet weights and torch.load them
@@ -191,11 +203,27 @@ def load_policy(path_or_repo_id: str | Path, device: str = "cpu", control_hz: fl
     except Exception as e:
         raise CheckpointError(f"cannot load {policy_type} checkpoint {folder}: {type(e).__name__}: {e}") from e
     name = meta.extra.get("name") or folder.name
-    adapter = make_adapter(policy, pre, post, control_hz=control_hz or meta.control_hz, name=name)
+    adapter = make_adapter(policy, pre, post, control_hz=control_hz or meta.control_hz, name=name, compute=compute)
     adapter.meta = meta
     adapter.trained_task = meta.task
     adapter.path = folder
     return adapter
+
+
+VLA_DTYPE_TYPES = ("pi0", "pi05")  # the VLAs whose lerobot config has a dtype option
+
+
+def _check_compute_for(policy_type: str, compute: Compute) -> None:
+    """The compute settings a policy type's adapter does not offer, refused by name."""
+    if policy_type in ("pi0", "pi05", "smolvla") and compute.compile:
+        raise ConfigError(f"--compile true is not offered for {policy_type} (its denoising step takes a KV cache "
+                          "object torch.compile would re-trace every chunk); use --compile false")
+    if policy_type in ("pi0", "pi05", "smolvla") and compute.activations != "exact":
+        raise ConfigError(f"--activations {compute.activations} is not offered for {policy_type} (its activations are "
+                          "transformers' own functions, not the Mish / GELU modules the rewrite replaces)")
+    if policy_type == "smolvla" and compute.reduced:
+        raise ConfigError(f"--dtype {compute.dtype} is not offered for smolvla (lerobot's smolvla has no dtype "
+                          "option); use --dtype float32")
 
 
 def check_device(device: str) -> str:

@@ -20,6 +20,8 @@ horizon with that vector (plus a time embedding) as AdaLN conditioning. Both obj
 - ``denoise_with_features``: also returns the last transformer block's hidden state at the token of
   the chunk's first action (row ``n_obs_steps - 1``): [B, hidden_dim], our reading of TACO's "first
   action token of the last layer" for a DiT.
+- ``compute`` (dtype, compiled transformer, sigmoid activations): :mod:`policy_steer.policies.precision`;
+  the conditioning vector is kept in float32 in the context, outputs and features are float32.
 - chunks start at model row ``n_obs_steps - 1``, so ``spec.horizon = horizon - n_obs_steps + 1``.
 """
 
@@ -33,6 +35,7 @@ from policy_steer.policies.base import Context, DenoisingPolicy
 from policy_steer.policies.history import ObservationHistory
 from policy_steer.policies.normalization import ActionNormalizer
 from policy_steer.policies.observation import spec_features_from_lerobot, to_policy_inputs
+from policy_steer.policies.precision import Compute, apply_compute
 from policy_steer.schedules import DiffusionSchedule, FlowSchedule, dit_path
 from policy_steer.types import OBS_IMAGES, OBS_STATE, STEP, Observation, PolicySpec
 
@@ -42,8 +45,10 @@ LANG_KEYS = ("observation.language.tokens", "observation.language.attention_mask
 
 
 class MultiTaskDiTAdapter(DenoisingPolicy):
-    def __init__(self, policy, preprocessor, postprocessor, control_hz: float = 10.0, name: str = "multi_task_dit") -> None:
+    def __init__(self, policy, preprocessor, postprocessor, control_hz: float = 10.0, name: str = "multi_task_dit",
+                 compute: Compute | None = None) -> None:
         policy.eval()
+        policy.requires_grad_(False)  # frozen: guidance differentiates w.r.t. the sample, never the weights
         self.policy = policy
         self.config = cfg = policy.config
         self.preprocessor = preprocessor
@@ -80,6 +85,8 @@ class MultiTaskDiTAdapter(DenoisingPolicy):
         self.history = ObservationHistory(cfg.n_obs_steps)
         self._last_hidden: Tensor | None = None
         self.net.transformer_blocks[-1].register_forward_hook(self._keep_last_hidden)
+        self.compute = compute or Compute()
+        self._net = apply_compute(self.compute, policy, self.net)  # the transformer as called (compiled or not)
 
     @property
     def model_horizon(self) -> int:
@@ -105,16 +112,19 @@ class MultiTaskDiTAdapter(DenoisingPolicy):
         self.history.push(obs.get(STEP), frame)
         stacked = self.history.stacked()  # [1, n_obs, ...]
         stacked.update({k: batch[k] for k in LANG_KEYS if k in batch})
-        cond = self.encoder.encode(stacked)
+        with self.compute.autocast(self.device):
+            cond = self.encoder.encode(stacked)
         self.encode_calls += 1
-        return Context(batch_size=1, tensors={"cond": cond})
+        return Context(batch_size=1, tensors={"cond": cond.float()})
 
     def denoise(self, x_t: Tensor, t: Tensor, ctx: Context) -> Tensor:
-        return self.net(x_t, t, conditioning_vec=ctx.tensors["cond"])
+        with self.compute.autocast(self.device):
+            out = self._net(x_t, t, conditioning_vec=ctx.tensors["cond"])
+        return out.float()
 
     def denoise_with_features(self, x_t: Tensor, t: Tensor, ctx: Context) -> tuple[Tensor, Tensor]:
         out = self.denoise(x_t, t, ctx)
-        return out, self._last_hidden[:, self.chunk_slice.start]
+        return out, self._last_hidden[:, self.chunk_slice.start].float()
 
     def features(self, ctx: Context) -> Tensor:
         return ctx.tensors["cond"]

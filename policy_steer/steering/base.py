@@ -15,6 +15,14 @@ only through these):
 - ``export_episode_state()`` / ``import_episode_state(state)``: the per-episode state, so that one
   server can interleave several robots' episodes.
 - ``wants_prefix``: the strategy reads the previous plan (RTC inpainting); the runtime sends it.
+- ``batchable``: several sessions' rows may share one sampling run with this strategy
+  (:meth:`~policy_steer.sampler.Sampler.sample_runs`, behind ``SteeredPolicy.predict_chunks``). Its
+  hooks are then called once per session with that session's own :class:`SamplerRun` (its rows, its
+  noise generator, observation and info), its episode state imported before and exported after each
+  call; so a batchable strategy keeps everything per episode in ``export/import_episode_state``,
+  everything per run on the run, and never needs gradients (one denoiser call over every session's
+  rows builds no graph per session). Not batchable (the default): its session's chunk is computed
+  alone.
 
 In one sampling run a strategy takes part at four points (all optional):
 
@@ -50,6 +58,7 @@ class Strategy:
     wants_features: bool = False  # ask the sampler for the policy's internal feature at the last step
     selects: bool = False  # its score picks the executed candidate
     wants_prefix: bool = False  # it reads the previous plan (the runtime then sends it as the prefix)
+    batchable: ClassVar[bool] = False  # its sessions may share one sampling run (module docstring)
 
     def needs_grad(self, k: int) -> bool:
         return False

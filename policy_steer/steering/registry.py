@@ -43,6 +43,7 @@ _MODULES: dict[str, str] = {
     "vls": "policy_steer.steering.vls",
     "rtc": "policy_steer.steering.inpainting",
     "rtc-cheap": "policy_steer.steering.inpainting",
+    "warm": "policy_steer.steering.warm_start",
 }
 
 

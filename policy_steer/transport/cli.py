@@ -50,7 +50,12 @@ class ServerOptions:
     session_timeout_s: float = 30.0  # a session expires after this long without a message
     max_sessions: int = 64  # hellos beyond this are answered `busy`
     telemetry_hwm: int = 100  # telemetry messages queued per subscriber before they are dropped
-    max_batch: int = 1  # >1: batch observes of several sessions (a BatchPolicy only; SteeredPolicy: warned, ignored)
+    # >1: observes of up to this many sessions with the same steering settings share one sampling run
+    # (SteeredPolicy.predict_chunks; a strategy that is not batchable, e.g. VLS or RTC, still runs per session)
+    max_batch: int = 1
+    # With --max_batch > 1: wait at most this long for other sessions' observes to join a batch, and only
+    # while another session is open that has not sent one yet; a lone robot is never delayed by it.
+    batch_window_ms: float = 2.0
     # Limits on the costs a client may choose with `configure` (announced in welcome.limits; over them: over_limit).
     max_candidates: int = 64  # TACO candidates per observe
     max_particles: int = 32  # VLS particles per observe
@@ -68,6 +73,9 @@ class ServeConfig(ServerOptions):
     # Settings of the steering method, e.g. '{candidates: 16, verifier: cfn}'; clients may change them with `configure`.
     steer_settings: dict = field(default_factory=dict)
     device: str = "cpu"  # torch device of the policy
+    dtype: str = "float32"  # the policy network's weights and compute: float32 or bfloat16 (policies/precision.py)
+    compile: bool = False  # torch.compile the denoiser (the first chunk of each batch size compiles)
+    activations: str = "exact"  # exact, or sigmoid: Mish / tanh-GELU rewritten through the sigmoid (same chunks to float rounding)
     seed: int | None = None  # seed of the sampler's noise (None: random)
     record_bag: str | None = None  # write one ROS 2 bag (rosbag2 folder, MCAP) per session-episode under this new folder
     foxglove: int | None = None  # serve the live view (Foxglove WebSocket) of every session on this port (0: a free one)
@@ -89,7 +97,8 @@ def build_served_policy(cfg: ServeConfig) -> ServedPolicy:
 
     if not cfg.policy:
         raise ConfigError("--policy is required (a lerobot checkpoint folder or hub id)")
-    base = load_policy(cfg.policy, device=cfg.device, trust_checkpoint=cfg.trust_checkpoint)
+    base = load_policy(cfg.policy, device=cfg.device, trust_checkpoint=cfg.trust_checkpoint, dtype=cfg.dtype,
+                       compile=cfg.compile, activations=cfg.activations)
     steered = SteeredPolicy.from_method(base, cfg.steer, dict(cfg.steer_settings), seed=cfg.seed)
     # a recording draws every candidate: the policy keeps them in the chunk's info (never sent; same chunks)
     steered.keep_candidates = cfg.record_bag is not None or cfg.foxglove is not None
@@ -142,6 +151,7 @@ def server_config(
         session_timeout_s=cfg.session_timeout_s,
         max_sessions=cfg.max_sessions,
         max_batch=cfg.max_batch,
+        batch_window_ms=cfg.batch_window_ms,
     )
 
 

@@ -170,6 +170,8 @@ class FixedChunkPolicy:
         while (left := end - time.monotonic()) > 0:
             time.sleep(min(left, 0.02))
 
+    shares_runs = True  # one delay for a whole batch, whatever the settings
+
     def predict_chunks(self, items: list[Any]) -> list[Chunk]:
         """The batched form (``BatchItem``s of several sessions): one delay for the whole batch."""
         self.calls += 1

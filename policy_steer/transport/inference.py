@@ -46,11 +46,18 @@ instruction (between two torch calls) by raising :class:`ChunkAbandoned` in this
 process can finalize without a thread inside torch (see :meth:`PolicyServer.stop`).
 
 Batching (``max_batch > 1`` and the policy is also a :class:`BatchPolicy`): queued observes of
-different sessions with the same steering settings run as one ``predict_chunks(items)`` call. The
-policy keeps per-session model state itself, keyed by ``BatchItem.session`` (``new_episode`` says
-when to clear it, ``context`` is the session's episode context; ``end_session(session_id)`` says when
-a session is gone), the instruction travels in each observation's ``task``, and ``configure``
-receives ``task=None``. Episodes are still started (and refused) through ``start_episode``.
+different sessions with the same steering settings run as one ``predict_chunks(items)`` call. Each
+item carries its session's state (``BatchItem.state``: ``export_session_state()`` with the session's
+episode started, through ``start_episode`` as without batching), and the policy leaves the state
+after the chunk there; ``new_episode`` and ``context`` say the same for a policy that reads them, and
+``end_session(session_id)`` says when a session is gone. The instruction travels in each
+observation's ``task``, and ``configure`` receives ``task=None``.
+
+The batching window (``batch_window_s``): when fewer than ``max_batch`` compatible observes are
+queued, the worker waits for more for at most that long after it takes the first one, and only when
+another session is open that is not in the batch yet (a lone robot never waits) and the settings in
+force can share a call (``BatchPolicy.shares_runs``; otherwise observes run one by one). So no
+observe is delayed by batching more than the window. :class:`WindowCounters` count what happened.
 """
 
 from __future__ import annotations
@@ -125,7 +132,7 @@ class ServedPolicy(Protocol):
 
 @dataclass
 class BatchItem:
-    """One observe of a batch: whose it is, what it saw, where its chunk starts, its episode."""
+    """One observe of a batch: whose it is, what it saw, where its chunk starts, its episode, its state."""
 
     session: str
     obs: dict[str, Any]
@@ -134,11 +141,20 @@ class BatchItem:
     new_episode: bool
     context: EpisodeContext | None = None
     episode: int = 0
+    prefix_start: int | None = None  # as predict_chunk's (None: the prefix ends before start_step)
+    prefix_committed: int | None = None
+    # The session's per-episode state (export_session_state), its episode started; predict_chunks
+    # leaves the state after the chunk here (None: the policy's own state is the session's).
+    state: Any = None
 
 
 @runtime_checkable
 class BatchPolicy(Protocol):
     """A policy that can compute several sessions' chunks in one call (``max_batch > 1``)."""
+
+    # Whether the settings in force let observes share a call (False: the worker runs them one by
+    # one, without waiting for a batching window; e.g. a steering strategy that is not batchable).
+    shares_runs: bool
 
     def predict_chunks(self, items: list[BatchItem]) -> list[Chunk]: ...
 
@@ -154,6 +170,16 @@ SERVED_MEMBERS = (
     "export_session_state",
     "import_session_state",
 )
+
+
+@dataclass
+class WindowCounters:
+    """What the batching window did, per observe that started a batch (the worker's ``window``)."""
+
+    waited: int = 0  # another open session could join: waited up to the window
+    filled: int = 0  # ... and the batch reached max_batch before the window ended
+    alone: int = 0  # every open session was already in the batch: no wait
+    unshared: int = 0  # the settings in force cannot share a call (shares_runs false): no wait, run alone
 
 
 def check_served_policy(policy: Any) -> None:
@@ -215,8 +241,17 @@ class InferenceWorker(threading.Thread):
         max_batch: int = 1,
         limits: ServerLimits | None = None,
         errors_log: RateLimitedLog | None = None,
+        batch_window_s: float = 0.0,
+        open_sessions: Callable[[], int] | None = None,
     ) -> None:
+        """``batch_window_s`` and ``open_sessions`` (how many sessions are open now) drive the batching
+        window (module docstring); without ``open_sessions`` every wait is taken as possibly useful."""
         super().__init__(name="policy-steer-inference", daemon=True)
+        if batch_window_s < 0:
+            raise ConfigError(f"the batching window must be >= 0 s, got {batch_window_s}")
+        self.batch_window_s = float(batch_window_s)
+        self.open_sessions = open_sessions
+        self.window = WindowCounters()
         self.limits = limits or ServerLimits()
         self.errors_log = errors_log or RateLimitedLog(log)
         self.busy = False  # a job is being run (abandon() only interrupts then)
@@ -273,11 +308,6 @@ class InferenceWorker(threading.Thread):
             if job is None:
                 continue
             jobs = [job]
-            if job.kind == OBSERVE_JOB and self.batcher is not None and not job.session.closed:
-                steer = job.session.steer
-                jobs += self.queue.take_more_observes(
-                    jobs, self.max_batch - 1, lambda j, steer=steer: j.session.steer == steer and not j.session.closed
-                )
             self.busy = True
             try:
                 if job.session.closed:
@@ -291,6 +321,7 @@ class InferenceWorker(threading.Thread):
                 elif job.kind == CONTEXT_JOB:
                     self._context(job)
                 elif self.batcher is not None:
+                    jobs += self._gather(job)  # in place: the handlers below answer every job taken
                     self._observe_batch(jobs)
                 else:
                     self._observe(job)
@@ -528,6 +559,28 @@ class InferenceWorker(threading.Thread):
         over = self._judge_budget([session], t1 - t0)
         self._reply_chunk(job, chunk, t0, t1, over_budget=over)
 
+    def _gather(self, first: Job) -> list[Job]:
+        """Observes of other sessions to share ``first``'s call (the batching window, module docstring)."""
+        self._activate(first.session)  # its settings in force: can they share a call?
+        if not self.batcher.shares_runs:
+            self.window.unshared += 1
+            return []
+        steer = first.session.steer
+        compatible = lambda j: j.session.steer == steer and not j.session.closed  # noqa: E731
+        more = self.queue.take_more_observes([first], self.max_batch - 1, compatible)
+        if len(more) + 1 >= self.max_batch or self.batch_window_s <= 0:
+            return more
+        if self.open_sessions is not None and self.open_sessions() <= 1 + len(more):
+            self.window.alone += 1  # nobody else could send one within the window
+            return more
+        self.window.waited += 1
+        more += self.queue.take_more_observes(
+            [first, *more], self.max_batch - 1 - len(more), compatible, until=time.monotonic() + self.batch_window_s
+        )
+        if len(more) + 1 >= self.max_batch:
+            self.window.filled += 1
+        return more
+
     def _observe_batch(self, jobs: list[Job]) -> None:
         ready: list[tuple[Job, BatchItem]] = []
         for job in jobs:  # every job of the batch has the same steer settings
@@ -549,8 +602,15 @@ class InferenceWorker(threading.Thread):
                 new_episode=new_episode,
                 context=s.context,
                 episode=s.episode,
+                prefix_start=job.prefix_start,
+                prefix_committed=job.prefix_committed,
+                state=self.policy.export_session_state(),  # the session's, its episode started
             )
+            s.policy_state = item.state
             ready.append((job, item))
+        # Each session's state now travels in its item: the policy's own state is nobody's until the
+        # next job imports one (_activate).
+        self.active = None
         if not ready:
             return
         t0 = time.monotonic()
@@ -560,10 +620,14 @@ class InferenceWorker(threading.Thread):
             raise ProtocolError(
                 INTERNAL, f"predict_chunks returned {type(chunks).__name__} for {len(ready)} observations"
             )
+        for job, item in ready:
+            job.session.policy_state = item.state
         self.batch_sizes.append(len(ready))
         over = self._judge_budget([job.session for job, _ in ready], t1 - t0)
-        for (job, _), chunk in zip(ready, chunks):
+        for (job, item), chunk in zip(ready, chunks):
             job.session.last_step = job.step
+            if self.recording is not None and isinstance(chunk, Chunk):  # as _observe: queued, never waits
+                self.recording.observed(job.session.id, job.session.episode, item.obs, chunk, t1 - job.received)
             try:
                 self._reply_chunk(job, chunk, t0, t1, batch=len(ready), over_budget=over)
             except ProtocolError as e:  # one bad chunk fails its own request only
@@ -591,7 +655,7 @@ class InferenceWorker(threading.Thread):
         info["queue_ms"] = (t0 - job.received) * 1e3
         info["server_ms"] = (time.monotonic() - job.received) * 1e3
         if batch > 1:
-            info["batch"] = batch
+            info.setdefault("batch", batch)  # a policy's own figure (sessions that shared its run) comes first
         if over_budget:
             info["over_budget"] = True
         header = {

@@ -154,23 +154,29 @@ class JobQueue:
                 return None
             return self._pop_turn(min(self._lines, key=lambda s: s.turn))
 
-    def take_more_observes(self, batch: list[Job], max_n: int, compatible) -> list[Job]:
+    def take_more_observes(self, batch: list[Job], max_n: int, compatible, until: float | None = None) -> list[Job]:
         """Up to ``max_n`` more observes of sessions not in ``batch``, each the first job of its session's
         line and ``compatible(job)``, in turn order (a session's own order is kept: an observe behind a
-        configure, episode or context of its session is not taken)."""
+        configure, episode or context of its session is not taken). ``until`` (a ``time.monotonic()``
+        deadline, the batching window): also wait for more as they arrive, returning once ``max_n`` are
+        taken, at the deadline, or when the queue closes."""
         taken: list[Job] = []
         with self._cond:
             in_batch = {id(j.session) for j in batch}
-            for s in self._by_turn():
-                if len(taken) >= max_n:
-                    break
-                if id(s) in in_batch:
-                    continue
-                head = self._lines[s][0]
-                if head.kind == OBSERVE_JOB and compatible(head):
-                    taken.append(self._pop_turn(s))
-                    in_batch.add(id(s))
-        return taken
+            while True:
+                for s in self._by_turn():
+                    if len(taken) >= max_n:
+                        break
+                    if id(s) in in_batch:
+                        continue
+                    head = self._lines[s][0]
+                    if head.kind == OBSERVE_JOB and compatible(head):
+                        taken.append(self._pop_turn(s))
+                        in_batch.add(id(s))
+                left = None if until is None else until - time.monotonic()
+                if len(taken) >= max_n or left is None or left <= 0 or self._closed:
+                    return taken
+                self._cond.wait(left)
 
     def drop_session(self, session: Session) -> list[Job]:
         """Remove and return the queued jobs of a closed session."""

@@ -101,6 +101,7 @@ class ServerConfig:
     max_message_bytes: int = 64 * 2**20
     metrics_interval_s: float = 1.0
     max_batch: int = 1  # >1: run queued observes of several sessions as one call, if the policy is a BatchPolicy
+    batch_window_ms: float = 2.0  # max_batch > 1: wait at most this long for more (inference.py, "batching window")
     max_error_events_per_s: int = 20  # error events on telemetry (all are counted in metrics)
     max_session_jobs: int = 8  # configure/episode/context messages of one session queued at once; more: busy
     limits: ServerLimits = field(default_factory=ServerLimits)  # the costs a client may choose (welcome.limits)
@@ -184,6 +185,7 @@ class PolicyServer:
             raise ConfigError(f"cannot bind {where}: {err}") if isinstance(err, zmq.ZMQError) else err
         self.worker = InferenceWorker(
             self.policy, self.queue, self._post, lambda: next(self._seq), max_batch=cfg.max_batch,
+            batch_window_s=cfg.batch_window_ms / 1e3, open_sessions=lambda: len(self.sessions),
             limits=cfg.limits, errors_log=self.errors_log,
         )
         self.worker.recording = self.recording

@@ -177,3 +177,17 @@ def test_the_record_format_contract(tmp_path):
     path.write_text(json.dumps({**header, "version": 99}) + "\n")
     with pytest.raises(ConfigError, match="records version 99"):
         read_records(path)
+
+
+def test_a_header_older_than_a_field_resumes_only_under_the_value_the_run_used():
+    from policy_steer.bench.records import differences
+
+    old = {"config": {"task": ["push"], "estimator": "model"}, "seeds": [0, 1], "cells": [], "policies": {}}
+    same = {"config": {**old["config"], "dtype": "float32", "compile": False, "steer_options": ""},
+            "seeds": [0, 1], "cells": [], "policies": {}}
+    assert differences(old, same) == []
+    bf16 = {**same, "config": {**same["config"], "dtype": "bfloat16"}}
+    assert [d for d in differences(old, bf16) if "--dtype" in d and "before this option existed" in d]
+    # a field whose default changes behaviour is never assumed
+    newer = {**same, "config": {**same["config"], "arm_mismatch": 0.0}}
+    assert any("--arm_mismatch" in d for d in differences(old, newer))

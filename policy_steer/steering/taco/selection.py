@@ -33,6 +33,9 @@ if TYPE_CHECKING:
 class TacoSelection(Strategy):
     name = "taco"
     selects = True
+    # Per session: scores and winner of its own M rows (a batched server's sessions share one run).
+    # Its verifier is read-only; the CFN and nearest-bank verifiers keep no episode state.
+    batchable = True
 
     def __init__(
         self,

@@ -15,10 +15,17 @@ A reward program is synthesized for each episode from the scene and the instruct
 Importing this package registers the steering method ``vls`` with the benchmark axes ``particles``
 (B), ``fk`` (on/off) and ``gradient`` (on/off), and the options ``reward_backend`` (offline,
 transformers, openai) and ``guidance_scale`` (lambda_max; None: the family's default). More options,
-read when present in the settings: ``vls_through`` (denoiser | x0_hat), ``vls_normalize``
+read when present in the settings: ``vls_through`` (denoiser | x0_hat | x0_hat_scaled), ``vls_normalize``
 (raw (default) | unit), ``vls_cap`` (max RMS of a step's shift; default 3 for raw, none for unit), ``vls_schedule`` (sigmoid | linear | constant), ``vls_potential`` (max | difference |
 sum), ``vls_fk_lambda``, ``vls_fk_start`` (denoising progress from which FK potentials count; 0.5),
-``vls_repulsion`` (scale, 0 = off).
+``vls_repulsion`` (scale, 0 = off), ``vls_guide_from`` / ``vls_guide_until`` (the window of denoising
+progress [from, until) in which the reward gradient guides; default [0, 1]: every step; steps outside
+it run without the gradient and without its backward pass).
+
+Cost (``benchmarks/vls_cost.py``, ``docs/results/vls_cost/``): the particles already run as one batch
+through the denoiser (one forward per step for all B, and one backward for all B when the gradient
+goes through the denoiser); ``vls_through=x0_hat`` / ``x0_hat_scaled`` drop the backward pass, the guidance window and a
+warm start (``warm+vls``, :mod:`policy_steer.steering.warm_start`) drop guided steps.
 
 Sampler: with more than one particle a stochastic sampler (``ddpm`` for diffusion, ``flow_sde`` for
 flow) so that resampled duplicates diverge again; with one particle the policy's own.
@@ -78,6 +85,18 @@ def on_off(value: Any, what: str) -> bool:
     raise ConfigError(f"VLS {what} must be on or off, got {value!r}")
 
 
+def _progress(value: Any, what: str, upper_included: bool = False) -> float:
+    """A denoising progress in [0, 1) (or [0, 1]) from a setting (ConfigError naming ``what`` otherwise)."""
+    span = "[0, 1]" if upper_included else "[0, 1)"
+    try:
+        p = float(value)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"VLS {what} must be a number in {span}, got {value!r}") from e
+    if not (0.0 <= p <= 1.0 if upper_included else 0.0 <= p < 1.0):
+        raise ConfigError(f"VLS {what} must be in {span} (denoising progress), got {p}")
+    return p
+
+
 def config_from_settings(policy: DenoisingPolicy, settings: dict[str, Any]) -> VLSConfig:
     """The strategy's configuration from benchmark / CLI settings (see the module docstring)."""
     family = policy.schedule.family
@@ -92,16 +111,25 @@ def config_from_settings(policy: DenoisingPolicy, settings: dict[str, Any]) -> V
     if form == "velocity" and family != "flow":
         raise SteeringRefused(STEER_UNSUPPORTED, f"VLS guidance form 'velocity' applies to flow policies only; "
                               f"this policy is {family} (use 'score' or 'auto')")
+    through = str(settings.get("vls_through", "denoiser"))
+    if through == "x0_hat_scaled" and policy.schedule.prediction == "sample":
+        raise SteeringRefused(STEER_UNSUPPORTED, "VLS vls_through 'x0_hat_scaled' needs an epsilon or velocity "
+                              "predicting policy (this one predicts the clean sample; use 'x0_hat')")
     grad = GradientConfig(
         form=form,
-        through=str(settings.get("vls_through", "denoiser")),
+        through=through,
         normalize=normalize,
         cap=None if cap is None or str(cap).lower() in ("none", "off") else float(cap),
     )
     defaults = DEFAULT_SCALE if normalize == "raw" else UNIT_SCALE
+    guide_from = _progress(settings.get("vls_guide_from", 0.0), "vls_guide_from")
+    guide_until = _progress(settings.get("vls_guide_until", 1.0), "vls_guide_until", upper_included=True)
+    if guide_from >= guide_until:
+        raise ConfigError(f"VLS vls_guide_from ({guide_from}) must be below vls_guide_until ({guide_until})")
     strength = StrengthConfig(
         scale=float(defaults.get(family, 1.0) if scale is None else scale),
         schedule=str(settings.get("vls_schedule", "sigmoid")),
+        start=guide_from, end=guide_until,
     )
     fk = FKConfig(
         enabled=on_off(settings.get("fk", "on"), "fk"),
@@ -135,7 +163,7 @@ def build(policy: DenoisingPolicy, settings: dict[str, Any]) -> SteerSetup:
 
 METHOD = register(SteerMethod("vls", axes=("particles", "fk", "gradient"), build=build, options=(
     "guidance_scale", "vls_normalize", "vls_cap", "vls_through", "vls_form", "vls_schedule", "vls_potential",
-    "vls_fk_lambda", "vls_fk_start", "vls_repulsion", "reward_backend",
+    "vls_fk_lambda", "vls_fk_start", "vls_repulsion", "vls_guide_from", "vls_guide_until", "reward_backend",
 )))
 
 __all__ = [

@@ -1,12 +1,16 @@
 """Reward-gradient guidance of one denoising step (VLS's gradient refinement, both families).
 
-The gradient ``g`` [B, H_model, A_model] of the chunk reward, taken one of two ways (named options):
+The gradient ``g`` [B, H_model, A_model] of the chunk reward, taken one of three ways (named options):
 
 - ``through="denoiser"``: ``g = d r(x0_hat(x_t)) / d x_t``, the vector-Jacobian product through the
   denoiser (the sampler builds the step with autograd; one backward pass through the model). This is
   VLS's "gradient of the reward w.r.t. x_t" and the classifier-guidance (DPS) gradient.
 - ``through="x0_hat"``: ``g = d r / d x0_hat`` at the current clean-chunk estimate, the Jacobian
   d x0_hat / d x_t taken as the identity: no backward pass through the model (cheaper, cruder).
+- ``through="x0_hat_scaled"``: the same, times the Jacobian of x0_hat with the model's output held
+  fixed (a scalar per step: ``1 / sqrt(abar)`` for an epsilon-predicting diffusion policy, ``ds / det``
+  on a flow path, about 1): DPS's gradient without the denoiser's own Jacobian. No backward pass
+  through the model either. A sample-predicting policy has no such term (its x0_hat is the output).
 
 Only the xyz channels are kept. ``normalize="unit"`` rescales each particle's gradient to unit
 root-mean-square over the guided entries (VLS's unit normalisation, times sqrt(#entries) so that
@@ -45,7 +49,7 @@ from policy_steer.schedules import Plan
 if TYPE_CHECKING:
     from policy_steer.sampler import StepView
 
-THROUGH = ("denoiser", "x0_hat")
+THROUGH = ("denoiser", "x0_hat", "x0_hat_scaled")
 NORMALIZE = ("unit", "raw")
 FORMS = ("auto", "score", "velocity")
 
@@ -90,8 +94,16 @@ def reward_gradient(
             x0 = plan.x0_hat(view.x_t.detach(), view.out.detach(), k).requires_grad_(True)
             r = reward(x0)
             (g,) = torch.autograd.grad(r.sum(), x0)
+            if through == "x0_hat_scaled":
+                g = g * x0_hat_slope(plan, k)
     g = torch.nan_to_num(g.detach(), nan=0.0, posinf=0.0, neginf=0.0) * mask
     return g, r.detach()
+
+
+def x0_hat_slope(plan: Plan, k: int) -> float:
+    """d x0_hat / d x_t at step k with the model output held fixed (every plan's x0_hat is affine in x_t)."""
+    one, zero = torch.ones(1), torch.zeros(1)
+    return float(plan.x0_hat(one, zero, k) - plan.x0_hat(zero, zero, k))
 
 
 def normalize_gradient(g: Tensor, mask: Tensor, how: str, eps: float = 1e-12) -> Tensor:
