@@ -1,4 +1,4 @@
-"""Simulated tasks for policy-steer: plain-MuJoCo ``reach``, ``push``, ``pick-place`` and robosuite ``lift``.
+"""Simulated tasks for policy-steer: plain-MuJoCo ``reach``, ``push``, ``pick-place`` and robosuite ``lift`` and ``stack``.
 
 ``make(task, variant)`` builds a :class:`~policy_steer.envs.base.TaskEnv`; the same tasks are
 registered with gymnasium (``gymnasium.make("PolicySteer/Push-v0", variant="obstacle")``). Importing
@@ -27,12 +27,14 @@ TASKS: dict[str, str] = {
     "push": "PolicySteer/Push-v0",
     "pick-place": "PolicySteer/PickPlace-v0",
     "lift": "PolicySteer/Lift-v0",
+    "stack": "PolicySteer/Stack-v0",
 }
 ENTRY_POINTS: dict[str, str] = {
     "reach": "policy_steer.envs.tasks.reach:ReachEnv",
     "push": "policy_steer.envs.tasks.push:PushEnv",
     "pick-place": "policy_steer.envs.tasks.pick_place:PickPlaceEnv",
     "lift": "policy_steer.envs.robosuite_lift:LiftEnv",
+    "stack": "policy_steer.envs.robosuite_stack:StackEnv",
 }
 
 for _task, _id in TASKS.items():

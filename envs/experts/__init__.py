@@ -15,6 +15,7 @@ EXPERTS: dict[str, str] = {
     "push": "policy_steer.envs.experts.push:PushExpert",
     "pick-place": "policy_steer.envs.experts.pick_place:PickPlaceExpert",
     "lift": "policy_steer.envs.experts.lift:LiftExpert",
+    "stack": "policy_steer.envs.experts.stack:StackExpert",
 }
 
 

@@ -13,7 +13,7 @@ from policy_steer.errors import ConfigError
 
 
 def test_tasks_and_variants_are_the_documented_ones():
-    assert list(TASKS) == ["reach", "push", "pick-place", "lift"]
+    assert list(TASKS) == ["reach", "push", "pick-place", "lift", "stack"]
     assert TASKS["push"] == "PolicySteer/Push-v0"
     assert VARIANTS == ("nominal", "obstacle", "shifted-surface", "clutter", "moving-goal")
     for gym_id in TASKS.values():
@@ -21,8 +21,8 @@ def test_tasks_and_variants_are_the_documented_ones():
 
 
 def test_unknown_task_and_variant_name_the_choices():
-    with pytest.raises(ConfigError, match="unknown task 'stack'.*reach.*push.*pick-place"):
-        make("stack")
+    with pytest.raises(ConfigError, match="unknown task 'stacking'.*reach.*push.*pick-place.*stack"):
+        make("stacking")
     with pytest.raises(ConfigError, match="unknown variant 'windy'.*nominal.*obstacle.*moving-goal"):
         make("push", "windy")
     with pytest.raises(ConfigError, match="unknown camera"):
