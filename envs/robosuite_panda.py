@@ -45,11 +45,9 @@ reflections off (they double the cost and are invisible at these sizes).
 
 from __future__ import annotations
 
-import atexit
 import copy
 import logging
 import os
-import weakref
 from typing import Any, ClassVar
 
 os.environ.setdefault("MUJOCO_GL", "egl")  # before mujoco is imported anywhere: headless rendering
@@ -74,6 +72,7 @@ from robosuite.environments.manipulation.manipulation_env import ManipulationEnv
 from robosuite.models.arenas import TableArena  # noqa: E402
 
 from policy_steer.envs.base import ROBOT_SLICES, VARIANTS, TaskEnv  # noqa: E402
+from policy_steer.envs.rendering import CameraRenderer  # noqa: E402
 from policy_steer.envs.robosuite_arm import osc_arm_description  # noqa: E402
 from policy_steer.envs.variants import SurfaceShift, VariantParams, resolve_params  # noqa: E402
 from policy_steer.errors import ConfigError  # noqa: E402
@@ -234,18 +233,6 @@ class PandaTableTask:
         return 0.0  # the TaskEnv computes its own success; skip robosuite's per-step reward bookkeeping
 
 
-_LIVE_ENVS: "weakref.WeakSet[PandaTableEnv]" = weakref.WeakSet()
-_ATEXIT_REGISTERED = False
-
-
-def _close_renderers() -> None:
-    # GL contexts freed by the garbage collector at interpreter teardown, after mujoco's EGL module has
-    # terminated its display, raise noisy errors: free them first. Registered after the first renderer
-    # exists, so that it runs before mujoco's own exit handler (atexit runs handlers last-in first-out).
-    for env in list(_LIVE_ENVS):
-        env.close()
-
-
 class PandaTableEnv(TaskEnv):
     """A robosuite Panda task behind the :class:`TaskEnv` contract; see the module docstring.
 
@@ -320,10 +307,9 @@ class PandaTableEnv(TaskEnv):
         self._finger_qadr = np.array([m.jnt_qposadr[m.joint(f"gripper0_right_finger_joint{i}").id] for i in (1, 2)])
         self._scratch = mujoco.MjData(m)  # rollout snapshots (and scratch kinematics)
         self._R_grasp = self._grasp_orientation()
-        self._renderers: dict[tuple[int, int], mujoco.Renderer] = {}
-        self._vopt = mujoco.MjvOption()
-        self._vopt.geomgroup[0] = 0  # robosuite's collision meshes are group 0; visuals are group 1
-        _LIVE_ENVS.add(self)
+        visuals = mujoco.MjvOption()
+        visuals.geomgroup[0] = 0  # robosuite's collision meshes are group 0; visuals are group 1
+        self._camera = CameraRenderer(self.model, scene_option=visuals, reflections=False)
 
         self.state_layout: dict[str, slice] = {"ee_pos": slice(0, 3), "gripper": slice(3, 4), "joint_pos": slice(4, 11)}
         at = ROBOT_STATE_DIM
@@ -594,26 +580,7 @@ class PandaTableEnv(TaskEnv):
 
     # ----------------------------------------------------------------- rendering
     def _render(self, camera: str, size: tuple[int, int]) -> np.ndarray:
-        h, w = size
-        vis = self.model.vis.global_
-        if h > vis.offheight or w > vis.offwidth:
-            raise ConfigError(f"image size {h}x{w} exceeds the offscreen buffer {vis.offheight}x{vis.offwidth}")
-        r = self._renderers.get((h, w))
-        if r is None:
-            try:
-                r = self._renderers[(h, w)] = mujoco.Renderer(self.model, height=h, width=w)
-            except Exception as e:  # no GL at all: say what to install / set
-                raise RuntimeError(
-                    f"offscreen rendering failed ({e}); set MUJOCO_GL=egl or osmesa before importing mujoco and "
-                    "install Mesa (libegl-mesa0 libgl1-mesa-dri, or libosmesa6)"
-                ) from e
-            r.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0  # halves the cost; invisible at these sizes
-            global _ATEXIT_REGISTERED
-            if not _ATEXIT_REGISTERED:
-                atexit.register(_close_renderers)
-                _ATEXIT_REGISTERED = True
-        r.update_scene(self.data, camera=CAMERAS[camera], scene_option=self._vopt)
-        return r.render()
+        return self._camera.render(self.data, CAMERAS[camera], size)
 
     def render(self) -> np.ndarray | None:
         """uint8 [h, w, 3] the ``front`` camera at ``render_size`` (None when render_mode is None)."""
@@ -628,9 +595,7 @@ class PandaTableEnv(TaskEnv):
         return self._render(camera, tuple(size or self.render_size))
 
     def close(self) -> None:
-        for r in self._renderers.values():
-            r.close()
-        self._renderers.clear()
+        self._camera.close()
 
 
 __all__ = [
