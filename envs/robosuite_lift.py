@@ -109,7 +109,6 @@ from typing import Any, ClassVar  # noqa: E402
 
 import numpy as np  # noqa: E402
 from robosuite.environments.manipulation.lift import Lift  # noqa: E402
-from robosuite.environments.manipulation.manipulation_env import ManipulationEnv  # noqa: E402
 from robosuite.models.objects import BoxObject  # noqa: E402
 from robosuite.models.tasks import ManipulationTask  # noqa: E402
 from robosuite.utils.mjcf_utils import CustomMaterial  # noqa: E402
@@ -206,13 +205,7 @@ class _RobosuiteLift(PandaTableTask, Lift):
         pairs += [(robot, body_geoms(m, bid), "collision:distractor") for bid in self.distractor_body_ids]
         self.watch_contacts(m, pairs)
 
-    # ------------------------------------------------------------------ reset
-    def _reset_internal(self) -> None:
-        ManipulationEnv._reset_internal(self)  # robots and controllers; Lift's draws from np.random
-        self.contact_failure = None
-        if self.layout is not None:
-            self.place(self.layout)
-
+    # ------------------------------------------------------------------ reset (PandaTableTask._reset_internal calls place)
     def place(self, lay: LiftLayout) -> None:
         """Apply a layout to the model and data (table pose, objects, obstacle, marker)."""
         m, d = self.sim.model._model, self.sim.data._data
@@ -228,11 +221,6 @@ class _RobosuiteLift(PandaTableTask, Lift):
 
     def set_marker_height(self, z: float) -> None:
         self.sim.model._model.body_pos[self.marker_body_id, 2] = z
-
-    # ------------------------------------------------------------------ stepping
-    def _pre_action(self, action: np.ndarray, policy_step: bool = False) -> None:
-        super()._pre_action(action, policy_step)
-        self.latch_contacts()
 
 
 class LiftEnv(PandaTableEnv):

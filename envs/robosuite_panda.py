@@ -175,6 +175,7 @@ class PandaTableTask:
     watched contact is latched in ``contact_failure`` (the highest-numbered pair wins within one step).
     """
 
+    layout: Any  # the episode's layout, applied by place() on every reset (None at construction)
     contact_failure: str | None
     _pair_code: np.ndarray | None
     _pair_failures: list[str]
@@ -218,6 +219,20 @@ class PandaTableTask:
             for a in a_geoms:
                 code[a, b_geoms] = code[b_geoms, a] = k
         self._pair_code = code if code.any() else None
+
+    def place(self, lay: Any) -> None:
+        """Apply the task's layout to the model and data (table pose, objects, the variant's bodies)."""
+        raise NotImplementedError
+
+    def _reset_internal(self) -> None:
+        ManipulationEnv._reset_internal(self)  # robots and controllers; the task classes' own draws from np.random
+        self.contact_failure = None
+        if self.layout is not None:
+            self.place(self.layout)
+
+    def _pre_action(self, action: np.ndarray, policy_step: bool = False) -> None:
+        super()._pre_action(action, policy_step)
+        self.latch_contacts()
 
     def latch_contacts(self) -> None:
         """Called from ``_pre_action`` at every physics step."""

@@ -62,7 +62,6 @@ from dataclasses import dataclass  # noqa: E402
 from typing import Any, ClassVar  # noqa: E402
 
 import numpy as np  # noqa: E402
-from robosuite.environments.manipulation.manipulation_env import ManipulationEnv  # noqa: E402
 from robosuite.environments.manipulation.stack import Stack  # noqa: E402
 from robosuite.models.objects import BoxObject  # noqa: E402
 from robosuite.models.tasks import ManipulationTask  # noqa: E402
@@ -171,13 +170,7 @@ class _RobosuiteStack(PandaTableTask, Stack):
             pairs.append((robot, body_geoms(m, bid), "collision:distractor"))
         self.watch_contacts(m, pairs)
 
-    # ------------------------------------------------------------------ reset
-    def _reset_internal(self) -> None:
-        ManipulationEnv._reset_internal(self)  # robots and controllers; Stack's draws from np.random
-        self.contact_failure = None
-        if self.layout is not None:
-            self.place(self.layout)
-
+    # ------------------------------------------------------------------ reset (PandaTableTask._reset_internal calls place)
     def place(self, lay: StackLayout) -> None:
         """Apply a layout to the model and data (table pose, cubes, wall, distractors)."""
         m, d = self.sim.model._model, self.sim.data._data
@@ -198,9 +191,6 @@ class _RobosuiteStack(PandaTableTask, Stack):
         adr = self.sim.model._model.jnt_dofadr[self.sim.model._model.joint(self.cubeB.joints[0]).id]
         self.sim.data._data.qvel[adr : adr + 6] = 0.0
 
-    def _pre_action(self, action: np.ndarray, policy_step: bool = False) -> None:
-        super()._pre_action(action, policy_step)
-        self.latch_contacts()
 
 
 class StackEnv(PandaTableEnv):
